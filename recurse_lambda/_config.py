@@ -1,0 +1,84 @@
+"""Chain configuration: one frozen object built by ``@recursive(...)``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from ._envelope import DEFAULT_MAX_PAYLOAD_BYTES
+from ._errors import (
+    BucketNotFoundError,
+    BudgetError,
+    ConfigurationError,
+    EnvelopeError,
+    GuardExceeded,
+    ObjectChangedError,
+    ObjectNotFoundError,
+)
+from ._ledger import Ledger
+from ._policy import BudgetPolicy, predictive
+
+SIGNING_KEY_ENV = "RECURSE_LAMBDA_SIGNING_KEY"
+SPILL_BUCKET_ENV = "RECURSE_LAMBDA_SPILL_BUCKET"
+SPILL_PREFIX_ENV = "RECURSE_LAMBDA_SPILL_PREFIX"
+
+# Errors that a retry cannot cure: the chain is failed at once instead of burning Lambda's retries.
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigurationError,
+    EnvelopeError,
+    GuardExceeded,
+    BudgetError,
+    ObjectChangedError,
+    ObjectNotFoundError,
+    BucketNotFoundError,
+)
+
+
+class EmptyState(BaseModel):
+    """The state of a handler that declares none."""
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """Everything ``@recursive`` accepts. See the README for what each option does."""
+
+    state: type[BaseModel] = EmptyState
+    ledger: Ledger | None = None  # None: stateless mode (at-least-once; forks are possible)
+    policy: BudgetPolicy = field(default_factory=predictive)
+    max_hops: int = 1000
+    max_duration: float = 24 * 3600.0  # seconds from the chain's start
+    max_attempts: int = 3  # attempts per hop; match the function's MaximumRetryAttempts + 1
+    checkpoint_every_chunks: int | None = None
+    checkpoint_every_seconds: float | None = 60.0
+    lease_margin: float = 5.0  # seconds past the invocation's deadline before its lease expires
+    chain_id: Callable[[Any], str] | None = None  # business key; default: the first request id
+    initial_state: Callable[[Any], BaseModel] | None = None
+    spill_bucket: str | None = None  # default: $RECURSE_LAMBDA_SPILL_BUCKET
+    spill_prefix: str | None = None  # default: $RECURSE_LAMBDA_SPILL_PREFIX or "recurse-lambda/envelopes/"
+    signing_key_env: str = SIGNING_KEY_ENV
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    permanent_errors: tuple[type[BaseException], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.state, type) and issubclass(self.state, BaseModel)):
+            raise ConfigurationError(f"state must be a pydantic model class, not {self.state!r}")
+        if self.max_hops < 1:
+            raise ConfigurationError("max_hops must be at least 1")
+        if self.max_duration <= 0:
+            raise ConfigurationError("max_duration must be positive")
+        if not 1 <= self.max_attempts <= 3:
+            raise ConfigurationError(
+                "max_attempts must be 1, 2 or 3 (Lambda retries an async event at most twice)"
+            )
+        if self.checkpoint_every_chunks is not None and self.checkpoint_every_chunks < 1:
+            raise ConfigurationError("checkpoint_every_chunks must be at least 1 (or None)")
+        if self.checkpoint_every_seconds is not None and self.checkpoint_every_seconds <= 0:
+            raise ConfigurationError("checkpoint_every_seconds must be positive (or None)")
+        if not callable(self.policy):
+            raise ConfigurationError(f"policy must be callable on a BudgetState, not {self.policy!r}")
+
+    def is_permanent(self, exc: BaseException) -> bool:
+        return isinstance(exc, PERMANENT_ERRORS + self.permanent_errors)

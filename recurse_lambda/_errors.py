@@ -1,0 +1,128 @@
+"""The exception tree. Every error the library raises derives from :class:`RecurseLambdaError`.
+
+RecurseLambdaError
+├── ConfigurationError          bad or missing configuration, found before any side effect
+├── EnvelopeError               a continuation payload that cannot be trusted or read
+│   └── EnvelopeSignatureError  missing or wrong HMAC signature
+├── BudgetError                 the time budget cannot be kept
+│   └── ChunkTooLargeError      one chunk needs more than a whole invocation
+├── GuardExceeded               a chain guard tripped
+│   ├── MaxHopsExceeded
+│   └── MaxDurationExceeded
+├── HandOffError                the next hop could not be started (throttled past the deadline, spill failed)
+├── LedgerConflict              a conditional ledger write failed (carries the current record)
+│   └── LostLeaseError          this invocation no longer owns its hop (fencing): stop at once
+├── ChainFailed                 the chain ended FAILED (carries the error and the last committed state)
+└── S3Error                     S3 trouble, named precisely
+    ├── ObjectNotFoundError / BucketNotFoundError / AccessDeniedError
+    └── ObjectChangedError      the pinned object changed under a running chain
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._ledger import ChainRecord
+
+
+class RecurseLambdaError(Exception):
+    """Root of every error raised by recurse-lambda."""
+
+
+class ConfigurationError(RecurseLambdaError):
+    """The library is configured in a way that cannot work; raised before any side effect."""
+
+
+class EnvelopeError(RecurseLambdaError):
+    """A continuation envelope is malformed, of an unknown version, or cannot be loaded."""
+
+
+class EnvelopeSignatureError(EnvelopeError):
+    """A signing key is configured and the envelope's signature is missing or wrong."""
+
+
+class BudgetError(RecurseLambdaError):
+    """The time budget of an invocation cannot be kept."""
+
+
+class ChunkTooLargeError(BudgetError):
+    """A single chunk takes longer than a whole invocation can give it."""
+
+    def __init__(self, predicted_s: float, budget_s: float) -> None:
+        self.predicted_s = predicted_s
+        self.budget_s = budget_s
+        super().__init__(
+            f"a single chunk is predicted to take {predicted_s:.3f} s, but a whole invocation only has "
+            f"{budget_s:.3f} s for work after the hand-off reserve; yield more often (smaller chunks) "
+            "or raise the function's timeout"
+        )
+
+
+class GuardExceeded(RecurseLambdaError):
+    """A chain guard (maximum hops, maximum duration) tripped; the chain is failed cleanly."""
+
+
+class MaxHopsExceeded(GuardExceeded):
+    """The chain would need more hops than ``max_hops`` allows."""
+
+
+class MaxDurationExceeded(GuardExceeded):
+    """The chain has run longer than ``max_duration`` allows."""
+
+
+class HandOffError(RecurseLambdaError):
+    """The next hop could not be started."""
+
+
+class LedgerConflict(RecurseLambdaError):
+    """A conditional ledger write failed; ``current`` is the record as the ledger holds it (or None)."""
+
+    def __init__(self, message: str, current: ChainRecord | None) -> None:
+        super().__init__(message)
+        self.current = current
+
+
+class LostLeaseError(LedgerConflict):
+    """This invocation no longer owns its hop; it must stop without handing off."""
+
+
+class ChainFailed(RecurseLambdaError):
+    """The chain ended FAILED. ``last_state`` is its last committed state, from which it can resume."""
+
+    def __init__(self, chain_id: str, error: str, last_state: Any) -> None:
+        super().__init__(f"chain {chain_id} failed: {error}")
+        self.chain_id = chain_id
+        self.error = error
+        self.last_state = last_state
+
+
+class S3Error(RecurseLambdaError):
+    """An S3 request failed in a way the library can name."""
+
+
+class ObjectNotFoundError(S3Error):
+    """The object does not exist."""
+
+
+class BucketNotFoundError(S3Error):
+    """The bucket does not exist."""
+
+
+class AccessDeniedError(S3Error):
+    """The caller may not read the object."""
+
+
+class ObjectChangedError(S3Error):
+    """The object a chain pinned by ETag changed while the chain was running."""
+
+    def __init__(self, bucket: str, key: str, expected_etag: str, current_etag: str | None) -> None:
+        self.bucket = bucket
+        self.key = key
+        self.expected_etag = expected_etag
+        self.current_etag = current_etag
+        now = current_etag if current_etag is not None else "unknown"
+        super().__init__(
+            f"s3://{bucket}/{key} changed while the chain was reading it: pinned ETag {expected_etag}, "
+            f"now {now}; the chain stops rather than mix two versions of the object"
+        )

@@ -1,0 +1,244 @@
+"""The chain ledger: one record per chain, changed only by conditional writes (DESIGN §4).
+
+Every transition states its condition, so the protocol maps one-to-one onto DynamoDB's ``ConditionExpression``:
+
+========== ======================================================================== ===========================
+transition condition                                                                 effect
+========== ======================================================================== ===========================
+start      no record with this chain id                                             RUNNING, hop 0, unowned
+claim      RUNNING ∧ hop = n ∧ (owner = ∅ ∨ owner = me ∨ lease expired)              owner = me, attempts + 1
+checkpoint RUNNING ∧ hop = n ∧ owner = me                                           progress, lease
+hand_off   RUNNING ∧ hop = n ∧ owner = me                                           hop n+1, unowned, progress
+finish     RUNNING ∧ hop = n ∧ owner = me                                           SUCCEEDED, result
+fail       RUNNING ∧ hop = n ∧ (owner = ∅ ∨ owner = me ∨ lease expired)              FAILED, error
+cancel     RUNNING                                                                  CANCELLED
+========== ======================================================================== ===========================
+
+A failed condition raises :class:`LedgerConflict` carrying the current record (DynamoDB returns it with
+``ReturnValuesOnConditionCheckFailure=ALL_OLD``); checkpoint, hand-off and finish raise its subclass
+:class:`LostLeaseError`: the caller has been fenced off and must stop.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+from ._errors import LedgerConflict, LostLeaseError
+
+__all__ = ["ChainRecord", "ChainStatus", "InMemoryLedger", "Ledger"]
+
+
+class ChainStatus(StrEnum):
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self is not ChainStatus.RUNNING
+
+
+@dataclass(frozen=True, slots=True)
+class ChainRecord:
+    """A chain as the ledger holds it. ``progress`` is the last committed cursor."""
+
+    chain_id: str
+    status: ChainStatus
+    hop: int
+    owner: str | None
+    lease_until: float
+    progress: dict[str, Any]
+    attempts: int  # claims of the current hop so far
+    event: Any
+    started_at: float
+    updated_at: float
+    handed_off_by: str | None = None  # request id that committed the hand-off to the current hop
+    result: Any = None
+    error: str | None = None
+
+
+@runtime_checkable
+class Ledger(Protocol):
+    """Conditional storage for chain records. Implementations: :class:`InMemoryLedger`; DynamoDB (adapter)."""
+
+    def start(
+        self, chain_id: str, *, progress: dict[str, Any], event: Any, now: float
+    ) -> tuple[ChainRecord, bool]:
+        """Create the chain unless it exists; returns the record and whether this call created it."""
+        ...
+
+    def get(self, chain_id: str) -> ChainRecord | None: ...
+
+    def claim(
+        self, chain_id: str, *, hop: int, owner: str, now: float, lease_until: float
+    ) -> ChainRecord: ...
+
+    def checkpoint(
+        self, chain_id: str, *, hop: int, owner: str, progress: dict[str, Any], now: float, lease_until: float
+    ) -> ChainRecord: ...
+
+    def hand_off(
+        self, chain_id: str, *, hop: int, owner: str, progress: dict[str, Any], now: float
+    ) -> ChainRecord: ...
+
+    def finish(
+        self, chain_id: str, *, hop: int, owner: str, progress: dict[str, Any], result: Any, now: float
+    ) -> ChainRecord: ...
+
+    def fail(self, chain_id: str, *, hop: int, owner: str | None, error: str, now: float) -> ChainRecord: ...
+
+    def cancel(self, chain_id: str, *, now: float) -> ChainRecord: ...
+
+
+def _json_copy(value: Any) -> Any:
+    # Round-trip through JSON, as a real store would: no aliasing with the caller's objects, and anything that
+    # is not JSON-serialisable fails here rather than in production.
+    return json.loads(json.dumps(value))
+
+
+class InMemoryLedger:
+    """A thread-safe in-memory ledger with the exact conditions of the protocol (for tests and the simulator)."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, ChainRecord] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def records(self) -> list[ChainRecord]:
+        with self._lock:
+            return list(self._records.values())
+
+    def start(
+        self, chain_id: str, *, progress: dict[str, Any], event: Any, now: float
+    ) -> tuple[ChainRecord, bool]:
+        with self._lock:
+            existing = self._records.get(chain_id)
+            if existing is not None:
+                return existing, False
+            record = ChainRecord(
+                chain_id=chain_id,
+                status=ChainStatus.RUNNING,
+                hop=0,
+                owner=None,
+                lease_until=0.0,
+                progress=_json_copy(progress),
+                attempts=0,
+                event=_json_copy(event),
+                started_at=now,
+                updated_at=now,
+            )
+            self._records[chain_id] = record
+            return record, True
+
+    def get(self, chain_id: str) -> ChainRecord | None:
+        with self._lock:
+            return self._records.get(chain_id)
+
+    def _require(self, chain_id: str, ok: bool, what: str, current: ChainRecord | None, fenced: bool) -> None:
+        if not ok:
+            cls = LostLeaseError if fenced else LedgerConflict
+            raise cls(f"{what} refused for chain {chain_id}", current)
+
+    def _owned(self, chain_id: str, hop: int, owner: str, what: str) -> ChainRecord:
+        current = self._records.get(chain_id)
+        ok = (
+            current is not None
+            and current.status is ChainStatus.RUNNING
+            and current.hop == hop
+            and current.owner == owner
+        )
+        self._require(chain_id, ok, what, current, fenced=True)
+        assert current is not None
+        return current
+
+    def claim(self, chain_id: str, *, hop: int, owner: str, now: float, lease_until: float) -> ChainRecord:
+        with self._lock:
+            current = self._records.get(chain_id)
+            ok = (
+                current is not None
+                and current.status is ChainStatus.RUNNING
+                and current.hop == hop
+                and (current.owner in (None, owner) or current.lease_until <= now)
+            )
+            self._require(chain_id, ok, f"claim of hop {hop}", current, fenced=False)
+            assert current is not None
+            record = replace(
+                current, owner=owner, lease_until=lease_until, attempts=current.attempts + 1, updated_at=now
+            )
+            self._records[chain_id] = record
+            return record
+
+    def checkpoint(
+        self, chain_id: str, *, hop: int, owner: str, progress: dict[str, Any], now: float, lease_until: float
+    ) -> ChainRecord:
+        with self._lock:
+            current = self._owned(chain_id, hop, owner, f"checkpoint of hop {hop}")
+            record = replace(current, progress=_json_copy(progress), lease_until=lease_until, updated_at=now)
+            self._records[chain_id] = record
+            return record
+
+    def hand_off(
+        self, chain_id: str, *, hop: int, owner: str, progress: dict[str, Any], now: float
+    ) -> ChainRecord:
+        with self._lock:
+            current = self._owned(chain_id, hop, owner, f"hand-off from hop {hop}")
+            record = replace(
+                current,
+                hop=hop + 1,
+                owner=None,
+                lease_until=0.0,
+                attempts=0,
+                progress=_json_copy(progress),
+                handed_off_by=owner,
+                updated_at=now,
+            )
+            self._records[chain_id] = record
+            return record
+
+    def finish(
+        self, chain_id: str, *, hop: int, owner: str, progress: dict[str, Any], result: Any, now: float
+    ) -> ChainRecord:
+        with self._lock:
+            current = self._owned(chain_id, hop, owner, f"finish of hop {hop}")
+            record = replace(
+                current,
+                status=ChainStatus.SUCCEEDED,
+                owner=None,
+                progress=_json_copy(progress),
+                result=_json_copy(result),
+                updated_at=now,
+            )
+            self._records[chain_id] = record
+            return record
+
+    def fail(self, chain_id: str, *, hop: int, owner: str | None, error: str, now: float) -> ChainRecord:
+        with self._lock:
+            current = self._records.get(chain_id)
+            ok = (
+                current is not None
+                and current.status is ChainStatus.RUNNING
+                and current.hop == hop
+                and (current.owner in (None, owner) or current.lease_until <= now)
+            )
+            self._require(chain_id, ok, f"fail at hop {hop}", current, fenced=False)
+            assert current is not None
+            record = replace(current, status=ChainStatus.FAILED, owner=None, error=error, updated_at=now)
+            self._records[chain_id] = record
+            return record
+
+    def cancel(self, chain_id: str, *, now: float) -> ChainRecord:
+        with self._lock:
+            current = self._records.get(chain_id)
+            ok = current is not None and current.status is ChainStatus.RUNNING
+            self._require(chain_id, ok, "cancel", current, fenced=False)
+            assert current is not None
+            record = replace(current, status=ChainStatus.CANCELLED, owner=None, updated_at=now)
+            self._records[chain_id] = record
+            return record

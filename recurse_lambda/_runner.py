@@ -1,0 +1,425 @@
+"""The runner: one invocation of a chain, from claim to hand-off (DESIGN §4–§6).
+
+A :class:`Hop` is built per invocation. It claims its hop in the ledger, drives the user's generator from safe
+point to safe point, asks the budget policy whether the next chunk still fits, checkpoints now and then, and
+finally either finishes the chain, hands off to the next hop, fails the chain for good, or re-raises so Lambda
+retries it from the last committed checkpoint.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ._config import ChainConfig
+from ._envelope import Envelope, EnvelopeCodec, is_envelope
+from ._errors import (
+    ConfigurationError,
+    HandOffError,
+    LedgerConflict,
+    LostLeaseError,
+    MaxDurationExceeded,
+    MaxHopsExceeded,
+)
+from ._invoke import InvokeThrottled, same_version_target
+from ._ledger import ChainRecord, ChainStatus
+from ._policy import BudgetState
+from ._world import InvocationStats, Outcome, Run, World
+
+log = logging.getLogger("recurse_lambda")
+
+Handler = Callable[..., Any]
+
+
+def is_destination_record(event: Any) -> bool:
+    """An on-failure destination record from Lambda (``requestContext`` + ``requestPayload``)."""
+    return (
+        isinstance(event, Mapping)
+        and isinstance(event.get("requestContext"), Mapping)
+        and "condition" in event["requestContext"]
+        and "requestPayload" in event
+    )
+
+
+def codec_for(config: ChainConfig, world: World) -> EnvelopeCodec:
+    key = world.environ.get(config.signing_key_env)
+    return EnvelopeCodec(
+        signing_key=key.encode() if key else None,
+        spill=world.spill,
+        max_payload_bytes=config.max_payload_bytes,
+    )
+
+
+def error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Hop:
+    """One invocation of a chain."""
+
+    def __init__(self, fn: Handler, config: ChainConfig, event: Any, context: Any, world: World) -> None:
+        self.fn = fn
+        self.config = config
+        self.context = context
+        self.world = world
+        self.clock = world.clock
+        self.ledger = world.ledger
+        self.request_id = str(context.aws_request_id)
+        self.stats = InvocationStats(self.request_id, self.clock.now())
+        self.deadline = self.stats.started + context.get_remaining_time_in_millis() / 1000.0
+        self.codec = codec_for(config, world)
+        self.event = event
+        self.env: Envelope | None = None
+        self.attempt: int | None = None
+        if world.observer is not None:
+            world.observer(self.stats)
+
+    # ------------------------------------------------------------------ entry
+
+    def run(self) -> dict[str, Any]:
+        try:
+            return self._run()
+        finally:
+            self.stats.ended = self.clock.now()
+
+    def _run(self) -> dict[str, Any]:
+        if is_destination_record(self.event):
+            return self._abandoned(self.event)
+        env = self.codec.decode(self.event) if is_envelope(self.event) else self._first_envelope()
+        self.env = env
+        self.stats.chain_id, self.stats.hop = env.chain_id, env.hop
+        progress = env.progress
+        if self.ledger is not None:
+            if env.hop == 0 and not is_envelope(self.event):
+                self.ledger.start(env.chain_id, progress=progress, event=env.event, now=self.clock.time())
+            try:
+                record = self.ledger.claim(
+                    env.chain_id,
+                    hop=env.hop,
+                    owner=self.request_id,
+                    now=self.clock.time(),
+                    lease_until=self._lease_until(),
+                )
+            except LedgerConflict as conflict:
+                return self._not_claimed(conflict.current)
+            progress, self.attempt = record.progress, record.attempts
+            env = Envelope(env.chain_id, env.hop, progress, record.event, record.started_at, env.code_version)
+            self.env = env
+        self.stats.attempt = self.attempt
+        state = self.config.state.model_validate(progress["state"])
+        pins: dict[str, dict[str, Any]] = dict(progress.get("pins") or {})
+        run = Run(
+            chain_id=env.chain_id,
+            hop=env.hop,
+            attempt=self.attempt,
+            request_id=self.request_id,
+            chunk=int(progress.get("chunks", 0)),
+            started_at=env.started_at,
+            deadline=self.deadline,
+            clock=self.clock,
+            context=self.context,
+            pins=pins,
+            world=self.world,
+        )
+        try:
+            if self.clock.time() - env.started_at > self.config.max_duration:
+                raise MaxDurationExceeded(
+                    f"chain {env.chain_id} has run {self.clock.time() - env.started_at:.0f} s, over "
+                    f"max_duration={self.config.max_duration:.0f} s"
+                )
+            return self._work(state, run)
+        except LostLeaseError:
+            log.warning("chain %s hop %d: lost its lease; stopping without hand-off", env.chain_id, env.hop)
+            return self._response(Outcome.LOST_LEASE, ChainStatus.RUNNING)
+        except Exception as exc:
+            return self._on_error(exc)
+
+    def _first_envelope(self) -> Envelope:
+        config = self.config
+        chain_id = config.chain_id(self.event) if config.chain_id else self.request_id
+        state = config.initial_state(self.event) if config.initial_state else config.state()
+        if not isinstance(state, config.state):
+            raise ConfigurationError(
+                f"initial_state returned {type(state).__name__}, not {config.state.__name__}"
+            )
+        return Envelope(
+            chain_id=str(chain_id),
+            hop=0,
+            progress={"state": state.model_dump(mode="json"), "chunks": 0, "pins": {}},
+            event=self.event,
+            started_at=self.clock.time(),
+            code_version=str(getattr(self.context, "function_version", "$LATEST")),
+        )
+
+    # ------------------------------------------------------------------ the loop
+
+    def _work(self, state: Any, run: Run) -> dict[str, Any]:
+        out = self.fn(run_event(self), state, run)
+        if not inspect.isgenerator(out):
+            return self._finish(out, state, run)
+        config, clock, stats = self.config, self.clock, self.stats
+        warm = self.world.warm
+        timings = warm.timings
+        now = clock.now
+        start = t = now()
+        budget = BudgetState(
+            budget=self.deadline - start,
+            remaining=self.deadline - start,
+            timings=timings,
+            handoff=warm.handoff,
+        )
+        policy = config.policy
+        hook = self.world.on_safe_point
+        every_chunks = config.checkpoint_every_chunks if self.ledger is not None else None
+        every_seconds = config.checkpoint_every_seconds if self.ledger is not None else None
+        since_chunks, last_checkpoint = 0, start
+        try:
+            while True:
+                try:
+                    next(out)
+                except StopIteration as stop:
+                    d = now() - t
+                    timings.add(d)
+                    stats.chunks += 1
+                    stats.chunk_time += d
+                    run.chunk += 1
+                    return self._finish(stop.value, state, run)
+                t2 = now()
+                d = t2 - t
+                t = t2
+                timings.add(d)
+                stats.chunks += 1
+                stats.chunk_time += d
+                run.chunk += 1
+                if hook is not None:
+                    hook()
+                budget.remaining = self.deadline - t2
+                budget.elapsed = t2 - start
+                budget.chunks = stats.chunks
+                budget.last_chunk = d
+                if policy(budget):
+                    return self._hand_off(state, run)
+                since_chunks += 1
+                if (every_chunks is not None and since_chunks >= every_chunks) or (
+                    every_seconds is not None and t2 - last_checkpoint >= every_seconds
+                ):
+                    self._checkpoint(state, run)
+                    since_chunks, last_checkpoint = 0, now()
+                    t = last_checkpoint  # the checkpoint's own time is not chunk time
+        finally:
+            out.close()
+
+    def _progress(self, state: Any, run: Run) -> dict[str, Any]:
+        return {"state": state.model_dump(mode="json"), "chunks": run.chunk, "pins": dict(run.pins)}
+
+    def _lease_until(self) -> float:
+        return self.clock.time() + (self.deadline - self.clock.now()) + self.config.lease_margin
+
+    def _checkpoint(self, state: Any, run: Run) -> None:
+        assert self.ledger is not None and self.env is not None
+        self.ledger.checkpoint(
+            self.env.chain_id,
+            hop=self.env.hop,
+            owner=self.request_id,
+            progress=self._progress(state, run),
+            now=self.clock.time(),
+            lease_until=self._lease_until(),
+        )
+        self.stats.checkpoints += 1
+
+    # ------------------------------------------------------------------ endings
+
+    def _finish(self, result: Any, state: Any, run: Run) -> dict[str, Any]:
+        assert self.env is not None
+        try:
+            json.dumps(result)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"the chain's result must be JSON-serialisable: {exc}") from exc
+        if self.ledger is not None:
+            self.ledger.finish(
+                self.env.chain_id,
+                hop=self.env.hop,
+                owner=self.request_id,
+                progress=self._progress(state, run),
+                result=result,
+                now=self.clock.time(),
+            )
+        return self._response(Outcome.SUCCEEDED, ChainStatus.SUCCEEDED, result=result)
+
+    def _hand_off(self, state: Any, run: Run) -> dict[str, Any]:
+        env = self.env
+        assert env is not None
+        config = self.config
+        if env.hop + 1 >= config.max_hops:
+            self._commit_before_failing(state, run)
+            raise MaxHopsExceeded(
+                f"chain {env.chain_id} needs more than max_hops={config.max_hops} hops; raise max_hops if the "
+                "work is really that long"
+            )
+        elapsed = self.clock.time() - env.started_at
+        if elapsed > config.max_duration:
+            self._commit_before_failing(state, run)
+            raise MaxDurationExceeded(
+                f"chain {env.chain_id} has run {elapsed:.0f} s, over max_duration={config.max_duration:.0f} s"
+            )
+        progress = self._progress(state, run)
+        nxt = Envelope(env.chain_id, env.hop + 1, progress, env.event, env.started_at, env.code_version)
+        payload = self.codec.encode(nxt)  # spills or raises before anything is committed or invoked
+        t0 = self.clock.now()
+        if self.ledger is not None:
+            self.ledger.hand_off(
+                env.chain_id, hop=env.hop, owner=self.request_id, progress=progress, now=self.clock.time()
+            )
+        slept = self._invoke(payload)
+        cost = self.clock.now() - t0
+        self.stats.handoff_time = cost
+        self.world.warm.handoff.add(cost - slept)
+        return self._response(Outcome.HANDED_OFF, ChainStatus.RUNNING, next_hop=env.hop + 1)
+
+    def _commit_before_failing(self, state: Any, run: Run) -> None:
+        # A guard trips at a safe point, where the state is consistent: keep it, so `resume` starts from here.
+        if self.ledger is not None:
+            self._checkpoint(state, run)
+
+    def _invoke(self, payload: bytes) -> float:
+        """Invoke the next hop, retrying throttles within the time left; returns the seconds slept."""
+        target = same_version_target(self.context)
+        slept, backoff = 0.0, 0.1
+        while True:
+            try:
+                self.world.invoker.invoke_async(target, payload)
+                return slept
+            except InvokeThrottled as throttled:
+                wait = throttled.retry_after if throttled.retry_after is not None else backoff
+                backoff = min(backoff * 2, 2.0)
+                left = self.deadline - self.clock.now()
+                if left - wait < self.world.warm.handoff.estimate + 0.05:
+                    raise HandOffError(
+                        f"the invoke of {target} stayed throttled until the invocation's deadline; Lambda's "
+                        "retry of this hop will send it again"
+                    ) from throttled
+                self.clock.sleep(wait)
+                slept += wait
+
+    def _on_error(self, exc: Exception) -> dict[str, Any]:
+        env = self.env
+        assert env is not None
+        permanent = self.config.is_permanent(exc)
+        last = self.attempt is not None and self.attempt >= self.config.max_attempts
+        if self.ledger is not None and (permanent or last):
+            return self._fail(error_text(exc), exc)
+        if self.ledger is None and permanent:
+            log.error("chain %s failed at hop %d: %s", env.chain_id, env.hop, error_text(exc))
+            return self._response(Outcome.FAILED, ChainStatus.FAILED, error=error_text(exc))
+        self.stats.outcome = Outcome.RETRYING
+        log.warning(
+            "chain %s hop %d attempt %s raised %s; Lambda will retry it from the last checkpoint",
+            env.chain_id,
+            env.hop,
+            self.attempt,
+            error_text(exc),
+        )
+        raise exc
+
+    def _fail(self, error: str, exc: BaseException | None = None) -> dict[str, Any]:
+        env = self.env
+        assert env is not None and self.ledger is not None
+        try:
+            record = self.ledger.fail(
+                env.chain_id, hop=env.hop, owner=self.request_id, error=error, now=self.clock.time()
+            )
+        except LedgerConflict as conflict:
+            return self._not_claimed(conflict.current)
+        log.error("chain %s failed at hop %d: %s", env.chain_id, env.hop, error, exc_info=exc)
+        return self._response(
+            Outcome.FAILED, ChainStatus.FAILED, error=error, last_state=record.progress.get("state")
+        )
+
+    # ------------------------------------------------------------------ deliveries that do no work
+
+    def _not_claimed(self, current: ChainRecord | None) -> dict[str, Any]:
+        env = self.env
+        assert env is not None
+        if current is None:
+            log.warning("chain %s is unknown to the ledger; dropping hop %d", env.chain_id, env.hop)
+            return self._response(Outcome.REJECTED, None, error="unknown chain")
+        extra: dict[str, Any] = {}
+        if current.status is ChainStatus.SUCCEEDED:
+            extra["result"] = current.result
+        elif current.status is ChainStatus.FAILED:
+            extra["error"] = current.error
+        if current.status.terminal or current.hop < env.hop:
+            return self._response(Outcome.STALE, current.status, **extra)
+        if current.hop == env.hop:
+            return self._response(Outcome.DUPLICATE, current.status)
+        if current.hop == env.hop + 1 and current.owner is None and current.handed_off_by == self.request_id:
+            # This request id committed the hand-off, then died before (or while) invoking: send it again.
+            # Claims are idempotent, so a second delivery of the next hop is dropped as a duplicate.
+            nxt = Envelope(env.chain_id, current.hop, current.progress, current.event, current.started_at)
+            self._invoke(self.codec.encode(nxt))
+            return self._response(Outcome.RESENT, current.status, next_hop=current.hop)
+        return self._response(Outcome.STALE, current.status)
+
+    def _abandoned(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Lambda gave up on a hop (retries exhausted, event too old, recursion stopped): record FAILED."""
+        ctx = record["requestContext"]
+        payload = record["requestPayload"]
+        failed_request = str(ctx.get("requestId", ""))
+        condition = str(ctx.get("condition", "unknown"))
+        if is_envelope(payload):
+            env = self.codec.decode(payload)
+        else:
+            self.request_id = failed_request  # the first hop's chain id defaults to its request id
+            self.event = payload
+            env = self._first_envelope()
+        self.env = env
+        self.stats.chain_id, self.stats.hop = env.chain_id, env.hop
+        error = f"Lambda stopped delivering hop {env.hop} ({condition})"
+        if "recurs" in condition.lower():
+            error += (
+                ": AWS recursive loop detection stopped the chain after about 16 invocations; set the "
+                "function's RecursiveLoop to Allow (PutFunctionRecursionConfig) and rely on max_hops instead"
+            )
+        if self.ledger is None:
+            log.error("chain %s (stateless) lost at hop %d: %s", env.chain_id, env.hop, error)
+            return self._response(Outcome.FAILED, ChainStatus.FAILED, error=error)
+        current = self.ledger.get(env.chain_id)
+        hop = env.hop
+        if (
+            current is not None
+            and current.hop == hop + 1
+            and current.owner is None
+            and current.handed_off_by == failed_request
+        ):
+            hop = current.hop  # the hand-off was committed but its invoke never went out
+        try:
+            updated = self.ledger.fail(
+                env.chain_id, hop=hop, owner=failed_request, error=error, now=self.clock.time()
+            )
+        except LedgerConflict as conflict:
+            return self._not_claimed(conflict.current)
+        log.error("chain %s failed at hop %d: %s", env.chain_id, hop, error)
+        return self._response(
+            Outcome.FAILED, ChainStatus.FAILED, error=error, last_state=updated.progress.get("state")
+        )
+
+    def _response(self, outcome: Outcome, status: ChainStatus | None, **extra: Any) -> dict[str, Any]:
+        self.stats.outcome = outcome
+        env = self.env
+        body: dict[str, Any] = {
+            "chain_id": env.chain_id if env else None,
+            "hop": env.hop if env else None,
+            "status": str(status) if status else None,
+            "outcome": str(outcome),
+        }
+        body.update(extra)
+        return body
+
+
+def run_event(hop: Hop) -> Any:
+    """The event the user's handler sees: always the chain's original event."""
+    assert hop.env is not None
+    return hop.env.event

@@ -1,0 +1,24 @@
+"""The local simulator: a fake context, virtual and wall clocks, and an in-process Lambda that breaks things."""
+
+from ._clocks import InvocationKilled, SimClock, VirtualClock, WallClock
+from ._context import FakeContext
+from ._faults import POINTS, FaultPlan, InjectedError, SimulatedCrash
+from ._report import ChainReport, InvocationRow
+from ._simulator import Commit, MemorySpillStore, Simulator
+
+__all__ = [
+    "POINTS",
+    "ChainReport",
+    "Commit",
+    "FakeContext",
+    "FaultPlan",
+    "InjectedError",
+    "InvocationKilled",
+    "InvocationRow",
+    "MemorySpillStore",
+    "SimClock",
+    "SimulatedCrash",
+    "Simulator",
+    "VirtualClock",
+    "WallClock",
+]

@@ -1,0 +1,99 @@
+"""Clocks for the simulator. Both enforce the current invocation's deadline: time never passes it unnoticed.
+
+* :class:`VirtualClock` — time moves only when someone advances it (work, waits, latencies): exact and repeatable.
+* :class:`WallClock` — work takes real time, but waits (queue delays, Lambda's retry delays, throttle back-off)
+  are skipped by moving an offset, so a chain with minute-long retry delays still runs in seconds.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+class InvocationKilled(BaseException):
+    """The simulated invocation reached its deadline and was stopped there (as Lambda stops a timed-out one).
+
+    A ``BaseException``, so neither the runner nor user code can swallow it with ``except Exception``.
+    """
+
+
+class SimClock:
+    """Base of the simulator's clocks: a monotonic scale, an epoch for wall time, and an optional deadline."""
+
+    def __init__(self, epoch: float = 1_767_225_600.0) -> None:  # 2026-01-01T00:00:00Z
+        self.epoch = epoch
+        self.deadline: float | None = None
+
+    def _raw(self) -> float:
+        raise NotImplementedError
+
+    def _skip(self, seconds: float) -> None:
+        raise NotImplementedError
+
+    def now(self) -> float:
+        t = self._raw()
+        if self.deadline is not None and t >= self.deadline:
+            raise InvocationKilled(f"deadline {self.deadline:.3f} reached at {t:.3f}")
+        return t
+
+    def peek(self) -> float:
+        """The current time, without the deadline check (for the simulator's own bookkeeping)."""
+        return self._raw()
+
+    def time(self) -> float:
+        return self.epoch + self.now()
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``; waiting past the deadline stops at the deadline and kills the invocation."""
+        if seconds <= 0:
+            self.now()
+            return
+        target = self._raw() + seconds
+        if self.deadline is not None and target >= self.deadline:
+            self._skip(self.deadline - self._raw())
+            raise InvocationKilled(f"deadline {self.deadline:.3f} reached while waiting")
+        self._skip(seconds)
+
+    def advance_to(self, t: float) -> None:
+        """Move to ``t`` if it is later (the simulator's scheduler; never past a deadline)."""
+        self.sleep(t - self._raw())
+
+
+class VirtualClock(SimClock):
+    """Deterministic time: starts at ``start`` and moves only by :meth:`advance` / :meth:`sleep`."""
+
+    def __init__(self, start: float = 0.0, epoch: float = 1_767_225_600.0) -> None:
+        super().__init__(epoch)
+        self._t = start
+
+    def _raw(self) -> float:
+        return self._t
+
+    def _skip(self, seconds: float) -> None:
+        self._t += max(0.0, seconds)
+
+    def advance(self, seconds: float) -> None:
+        """Spend ``seconds`` of work (what a chunk costs in virtual time)."""
+        if seconds < 0:
+            raise ValueError("time does not go backwards")
+        self.sleep(seconds)
+
+    def __repr__(self) -> str:
+        return f"VirtualClock(t={self._t:.3f})"
+
+
+class WallClock(SimClock):
+    """Real elapsed time plus the waits the simulator skipped."""
+
+    def __init__(self) -> None:
+        super().__init__(time.time() - time.monotonic())
+        self._offset = 0.0
+
+    def _raw(self) -> float:
+        return time.monotonic() + self._offset
+
+    def _skip(self, seconds: float) -> None:
+        self._offset += max(0.0, seconds)
+
+    def __repr__(self) -> str:
+        return f"WallClock(offset={self._offset:.3f})"

@@ -1,0 +1,132 @@
+"""What a simulated chain did: one row per invocation, totals, and a timeline a person can read."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class InvocationRow:
+    """One simulated invocation."""
+
+    number: int
+    request_id: str
+    kind: str  # first | hand_off | retry | duplicate | destination
+    attempt: int  # Lambda's delivery attempt for this request id (1-3)
+    container: int
+    cold: bool
+    start: float
+    end: float
+    hop: int | None = None
+    chunks: int = 0
+    chunk_time: float = 0.0
+    outcome: str = ""  # the runner's outcome, or timeout / crash / error / throttled-away
+    error: str | None = None
+
+    @property
+    def billed(self) -> float:
+        return self.end - self.start
+
+    @property
+    def utilization(self) -> float:
+        return self.chunk_time / self.billed if self.billed > 0 else 0.0
+
+
+@dataclass
+class ChainReport:
+    """The end of a simulated chain and everything that happened on the way."""
+
+    chain_id: str | None
+    status: str  # SUCCEEDED | FAILED | CANCELLED | RUNNING (stalled: nothing left to deliver)
+    result: Any = None
+    error: str | None = None
+    last_state: Any = None
+    rows: list[InvocationRow] = field(default_factory=list)
+    destination: list[dict[str, Any]] = field(default_factory=list)  # captured on-failure records
+    first_response: Any = None
+    started: float = 0.0
+    ended: float = 0.0
+
+    @property
+    def invocations(self) -> int:
+        return len(self.rows)
+
+    @property
+    def hops(self) -> int:
+        """Distinct hops that did work."""
+        return len({r.hop for r in self.rows if r.hop is not None and r.chunks})
+
+    def count(self, *outcomes: str) -> int:
+        return sum(1 for r in self.rows if r.outcome in outcomes)
+
+    @property
+    def retries(self) -> int:
+        return sum(1 for r in self.rows if r.kind == "retry")
+
+    @property
+    def duplicates_dropped(self) -> int:
+        return self.count("duplicate", "stale")
+
+    @property
+    def timeouts(self) -> int:
+        return self.count("timeout")
+
+    @property
+    def chunk_time(self) -> float:
+        return sum(r.chunk_time for r in self.rows)
+
+    @property
+    def billed(self) -> float:
+        return sum(r.billed for r in self.rows)
+
+    @property
+    def utilization(self) -> float:
+        """Chunk time over billed time, across every invocation of the chain."""
+        return self.chunk_time / self.billed if self.billed > 0 else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """The figures ``recurse-lambda simulate --json`` prints."""
+        return {
+            "chain_id": self.chain_id,
+            "status": self.status,
+            "result": self.result,
+            "error": self.error,
+            "hops": self.hops,
+            "invocations": self.invocations,
+            "retries": self.retries,
+            "duplicates_dropped": self.duplicates_dropped,
+            "timeouts": self.timeouts,
+            "crashes": self.count("crash"),
+            "utilization": round(self.utilization, 6),
+            "billed_s": round(self.billed, 6),
+            "duration_s": round(self.ended - self.started, 6),
+            "failure_records": len(self.destination),
+        }
+
+    def timeline(self, width: int = 40) -> str:
+        """A text timeline: one line per invocation, a bar placed on the chain's time axis."""
+        span = max(self.ended - self.started, 1e-9)
+        lines = [
+            f"{'#':>4} {'hop':>4} {'kind':<11} {'start s':>9} {'dur s':>8} {'chunks':>7} {'util':>6}  "
+            f"{'outcome':<11} timeline"
+        ]
+        for r in self.rows:
+            a = int((r.start - self.started) / span * width)
+            b = max(a + 1, int((r.end - self.started) / span * width))
+            bar = " " * a + ("#" if r.chunks else "-") * (b - a)
+            hop = "-" if r.hop is None else str(r.hop)
+            lines.append(
+                f"{r.number:>4} {hop:>4} {r.kind:<11} {r.start - self.started:>9.3f} {r.billed:>8.3f} "
+                f"{r.chunks:>7} {r.utilization:>6.1%}  {r.outcome:<11} |{bar:<{width}}|"
+            )
+        s = self.summary()
+        lines.append(
+            f"status {s['status']}: {s['hops']} hops, {s['invocations']} invocations, {s['retries']} retries, "
+            f"{s['duplicates_dropped']} duplicates dropped, {s['timeouts']} timeouts, "
+            f"utilisation {s['utilization']:.1%}"
+        )
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.summary(), "rows": [asdict(r) for r in self.rows], "destination": self.destination}

@@ -1,0 +1,434 @@
+"""An in-process model of AWS Lambda's asynchronous invocation, for running whole chains locally (DESIGN §8).
+
+Invocations run one at a time, in the order their deliveries fall due; time is a :class:`VirtualClock` (exact)
+or a :class:`WallClock` (real work, skipped waits). Modelled: the async queue and its delivery delay, retries of
+a failed or timed-out invocation with the same request id after about 1 and 2 minutes, duplicate deliveries
+with new request ids, throttled invokes, timeouts that kill the invocation at its deadline, warm and recycled
+containers, recursive-loop termination after 16 invocations, and the on-failure destination.
+
+Not modelled: two invocations running at the same moment. Deliveries that fall due while another invocation
+runs wait until it returns, so duplicates meet a ledger that has moved on, rather than a live owner.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import random
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._envelope import SpillStore
+from .._errors import ConfigurationError
+from .._invoke import InvokeThrottled
+from .._ledger import ChainRecord, InMemoryLedger, Ledger
+from .._recursive import RecursiveHandler
+from .._warm import WarmState
+from .._world import InvocationStats, World
+from ._clocks import InvocationKilled, SimClock, VirtualClock
+from ._context import FakeContext
+from ._faults import FaultPlan, InjectedError, InvocationFaults, SimulatedCrash
+from ._report import ChainReport, InvocationRow
+
+RECURSION_LIMIT = 16  # Lambda stops a recursive loop after about 16 invocations when the setting is Terminate
+
+
+class MemorySpillStore:
+    """A spill store in a dict, standing in for the S3 spill bucket."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    def put(self, key: str, body: bytes) -> dict[str, Any]:
+        self.objects[key] = body
+        return {"bucket": "memory", "key": key}
+
+    def get(self, ref: Mapping[str, Any]) -> bytes:
+        return self.objects[str(ref["key"])]
+
+
+@dataclass(order=True)
+class _Delivery:
+    time: float
+    seq: int
+    payload: Any = field(compare=False)
+    request_id: str = field(compare=False)
+    attempt: int = field(compare=False)
+    kind: str = field(compare=False)
+    lineage: int = field(compare=False)
+
+
+@dataclass
+class Commit:
+    """A successful ledger write, as the property tests inspect them."""
+
+    op: str
+    chain_id: str
+    hop: int
+    owner: str | None
+    at: float
+    chunks: int
+
+
+class _Container:
+    def __init__(self, number: int, warm: WarmState) -> None:
+        self.number = number
+        self.warm = warm
+        self.used = False
+
+
+class Simulator:
+    """Runs a ``@recursive`` handler as a chain, in-process, with Lambda's delivery semantics and faults."""
+
+    def __init__(
+        self,
+        handler: RecursiveHandler,
+        *,
+        timeout: float = 60.0,
+        clock: SimClock | None = None,
+        ledger: Ledger | str | None = "memory",
+        max_retry_attempts: int = 2,
+        retry_delays: tuple[float, float] = (60.0, 120.0),
+        recursion: str = "Allow",
+        faults: FaultPlan | None = None,
+        seed: int = 0,
+        s3_client: Callable[[], Any] | None = None,
+        spill: SpillStore | None = None,
+        environ: Mapping[str, str] | None = None,
+        function_name: str = "recurse-lambda-sim",
+        function_version: str = "$LATEST",
+        delivery_delay: float = 0.05,
+        invoke_latency: float = 0.02,
+        ledger_latency: float = 0.0,
+        throttle_retry_after: float = 0.5,
+        duplicate_delay: float = 30.0,
+        route_failures: bool = True,
+        max_invocations: int = 100_000,
+    ) -> None:
+        if not isinstance(handler, RecursiveHandler):
+            raise ConfigurationError(f"the simulator runs @recursive handlers, not {handler!r}")
+        if not 0 <= max_retry_attempts <= 2:
+            raise ConfigurationError("max_retry_attempts must be 0, 1 or 2, as in Lambda")
+        if recursion not in ("Allow", "Terminate"):
+            raise ConfigurationError("recursion must be 'Allow' or 'Terminate'")
+        if timeout <= 0:
+            raise ConfigurationError("timeout must be positive")
+        self.handler = handler
+        self.timeout = timeout
+        self.clock = clock if clock is not None else VirtualClock()
+        inner = InMemoryLedger() if ledger == "memory" else ledger
+        if isinstance(inner, str):
+            raise ConfigurationError("ledger must be a Ledger, None (stateless mode) or 'memory'")
+        self.ledger: Ledger | None = inner
+        self.max_retry_attempts = max_retry_attempts
+        self.retry_delays = retry_delays
+        self.recursion = recursion
+        self.faults = faults or FaultPlan()
+        self.rng = random.Random(seed)
+        self.s3_client = s3_client
+        self.spill = spill
+        self.environ = dict(environ or {})
+        self.function_name = function_name
+        self.function_version = function_version
+        self.delivery_delay = delivery_delay
+        self.invoke_latency = invoke_latency
+        self.ledger_latency = ledger_latency
+        self.throttle_retry_after = throttle_retry_after
+        self.duplicate_delay = duplicate_delay
+        self.route_failures = route_failures
+        self.max_invocations = max_invocations
+        self.commits: list[Commit] = []
+        self.invoke_targets: list[str] = []
+        self.throttles = 0
+        self._queue: list[_Delivery] = []
+        self._seq = 0
+        self._containers: list[_Container] = []
+        self._faults: InvocationFaults | None = None
+        self._delivery: _Delivery | None = None
+        self._number = 0
+
+    # ------------------------------------------------------------------ public
+
+    def run(self, event: Any) -> ChainReport:
+        """Deliver ``event`` as an asynchronous invocation and run the chain until nothing is left to deliver."""
+        report = ChainReport(chain_id=None, status="RUNNING", started=self.clock.peek())
+        self._enqueue(event, kind="first", lineage=0)
+        while self._queue:
+            delivery = heapq.heappop(self._queue)
+            self.clock.advance_to(delivery.time)
+            self._deliver(delivery, report)
+            if self._number >= self.max_invocations:
+                raise RuntimeError(f"the simulation passed max_invocations={self.max_invocations}")
+        report.ended = self.clock.peek()
+        self._conclude(report)
+        return report
+
+    def new_request_id(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:lambda:us-east-1:123456789012:function:{self.function_name}"
+
+    # ------------------------------------------------------------------ queue
+
+    def _enqueue(self, payload: Any, *, kind: str, lineage: int, delay: float | None = None) -> None:
+        at = self.clock.peek() + (self.delivery_delay if delay is None else delay)
+        self._push(_Delivery(at, 0, payload, self.new_request_id(), 1, kind, lineage))
+        if (
+            kind in ("first", "hand_off")
+            and self.faults.duplicate
+            and self.rng.random() < self.faults.duplicate
+        ):
+            dup_at = at + self.rng.uniform(0.0, self.duplicate_delay)
+            self._push(_Delivery(dup_at, 0, payload, self.new_request_id(), 1, "duplicate", lineage))
+
+    def _push(self, delivery: _Delivery) -> None:
+        self._seq += 1
+        delivery.seq = self._seq
+        heapq.heappush(self._queue, delivery)
+
+    def _container(self) -> _Container:
+        recycle = self.faults.recycle and self.rng.random() < self.faults.recycle
+        if not self._containers or recycle:
+            factory = self.s3_client
+
+            def clients(service: str) -> Any:
+                if service == "s3" and factory is not None:
+                    return factory()
+                raise ConfigurationError(f"the simulator provides no {service!r} client")
+
+            self._containers.append(_Container(len(self._containers), WarmState(client_factory=clients)))
+        return self._containers[-1]
+
+    # ------------------------------------------------------------------ one invocation
+
+    def _deliver(self, d: _Delivery, report: ChainReport) -> None:
+        if self.recursion == "Terminate" and d.lineage >= RECURSION_LIMIT and d.kind != "destination":
+            self._give_up(d, "RecursiveInvocationException", report)
+            return
+        self._number += 1
+        container = self._container()
+        start = self.clock.peek()
+        row = InvocationRow(
+            number=self._number,
+            request_id=d.request_id,
+            kind=d.kind,
+            attempt=d.attempt,
+            container=container.number,
+            cold=not container.used,
+            start=start,
+            end=start,
+        )
+        container.used = True
+        faults = InvocationFaults(self.faults, self.rng, self._number, start, self.timeout)
+        live: list[InvocationStats] = []
+        world = World(
+            clock=self.clock,
+            invoker=_SimInvoker(self, d),
+            warm=container.warm,
+            ledger=_SimLedger(self.ledger, self) if self.ledger is not None else None,
+            spill=self.spill,
+            s3_client=container.warm.client_getter("s3"),
+            environ=self.environ,
+            on_safe_point=lambda: self._safe_point(faults),
+            observer=live.append,
+        )
+        context = FakeContext(
+            clock=self.clock,
+            deadline=start + self.timeout,
+            aws_request_id=d.request_id,
+            function_name=self.function_name,
+            function_version=self.function_version,
+        )
+        self._faults, self._delivery = faults, d
+        self.clock.deadline = start + self.timeout
+        failed: str | None = None
+        try:
+            response = self.handler.handle(d.payload, context, world)
+            if d.kind == "first":
+                report.first_response = response
+            if isinstance(response, dict) and response.get("outcome") == "succeeded":
+                report.result = response.get("result")  # the ledger's copy wins in _conclude
+        except InvocationKilled:
+            failed, row.outcome = "timeout", "timeout"
+        except SimulatedCrash as crash:
+            failed, row.outcome, row.error = "crash", "crash", str(crash)
+        except Exception as exc:  # a function error: Lambda retries it
+            failed, row.outcome, row.error = "error", "error", f"{type(exc).__name__}: {exc}"
+        finally:
+            self.clock.deadline = None
+            self._faults = self._delivery = None
+            row.end = self.clock.peek()
+        if live:
+            stats = live[0]
+            row.hop, row.chunks, row.chunk_time = stats.hop, stats.chunks, stats.chunk_time
+            if report.chain_id is None and stats.chain_id is not None:
+                report.chain_id = stats.chain_id
+            if failed is None and stats.outcome is not None:
+                row.outcome = str(stats.outcome)
+        report.rows.append(row)
+        if failed is not None and d.kind != "destination":
+            self._retry_or_give_up(d, failed, report)
+
+    def _safe_point(self, faults: InvocationFaults) -> None:
+        t = self.clock.peek()
+        if faults.crash_point == "safe_point" or (faults.crash_time is not None and t >= faults.crash_time):
+            raise SimulatedCrash("injected crash at a safe point")
+        if faults.error_time is not None and t >= faults.error_time:
+            faults.error_time = None
+            raise InjectedError("injected function error at a safe point")
+        if faults.hang_time is not None and t >= faults.hang_time and self.clock.deadline is not None:
+            self.clock.sleep(self.clock.deadline - t)  # the chunk never returns: the deadline kills it
+
+    def _retry_or_give_up(self, d: _Delivery, why: str, report: ChainReport) -> None:
+        if d.attempt <= self.max_retry_attempts:
+            delay = self.retry_delays[min(d.attempt - 1, len(self.retry_delays) - 1)]
+            self._push(
+                _Delivery(
+                    self.clock.peek() + delay, 0, d.payload, d.request_id, d.attempt + 1, "retry", d.lineage
+                )
+            )
+        else:
+            self._give_up(d, "RetriesExhausted", report, why)
+
+    def _give_up(self, d: _Delivery, condition: str, report: ChainReport, why: str = "") -> None:
+        record = {
+            "version": "1.0",
+            "timestamp": f"{self.clock.time():.3f}",
+            "requestContext": {
+                "requestId": d.request_id,
+                "functionArn": f"{self.arn}:{self.function_version}",
+                "condition": condition,
+                "approximateInvokeCount": d.attempt,
+            },
+            "requestPayload": d.payload,
+            "responseContext": {"statusCode": 200, "executedVersion": self.function_version},
+            "responsePayload": {"errorType": why or condition},
+        }
+        report.destination.append(record)
+        if self.route_failures:
+            self._push(_Delivery(self.clock.peek(), 0, record, self.new_request_id(), 1, "destination", 0))
+
+    def _conclude(self, report: ChainReport) -> None:
+        if report.chain_id is None:
+            return
+        if self.ledger is not None:
+            record = self.ledger.get(report.chain_id)
+            if record is not None:
+                report.status = str(record.status)
+                report.result, report.error = record.result, record.error
+                report.last_state = record.progress.get("state")
+            return
+        # Stateless mode: the ledger is missing, so read the ending from what the invocations said.
+        if any(r.outcome == "succeeded" for r in report.rows):
+            report.status = "SUCCEEDED"
+        elif report.destination or any(r.outcome == "failed" for r in report.rows):
+            report.status = "FAILED"
+
+
+class _SimLedger:
+    """The simulator's view of the ledger: deadline checks, latency, fault points and a commit log."""
+
+    def __init__(self, inner: Ledger, sim: Simulator) -> None:
+        self.inner = inner
+        self.sim = sim
+
+    def _call(self, point: str | None, op: str, fn: Callable[[], ChainRecord]) -> ChainRecord:
+        faults = self.sim._faults
+        if point and faults is not None:
+            faults.point(f"before_{point}")
+        self.sim.clock.sleep(self.sim.ledger_latency)  # checks the deadline even when the latency is 0
+        record = fn()
+        self.sim.commits.append(
+            Commit(op, record.chain_id, record.hop, record.owner, self.sim.clock.peek(), _chunks(record))
+        )
+        if point and faults is not None:
+            faults.point(f"after_{point}")
+        return record
+
+    def start(
+        self, chain_id: str, *, progress: dict[str, Any], event: Any, now: float
+    ) -> tuple[ChainRecord, bool]:
+        self.sim.clock.sleep(self.sim.ledger_latency)
+        return self.inner.start(chain_id, progress=progress, event=event, now=now)
+
+    def get(self, chain_id: str) -> ChainRecord | None:
+        self.sim.clock.sleep(self.sim.ledger_latency)
+        return self.inner.get(chain_id)
+
+    def claim(self, chain_id: str, *, hop: int, owner: str, now: float, lease_until: float) -> ChainRecord:
+        return self._call(
+            "claim",
+            "claim",
+            lambda: self.inner.claim(chain_id, hop=hop, owner=owner, now=now, lease_until=lease_until),
+        )
+
+    def checkpoint(
+        self, chain_id: str, *, hop: int, owner: str, progress: dict[str, Any], now: float, lease_until: float
+    ) -> ChainRecord:
+        return self._call(
+            "checkpoint",
+            "checkpoint",
+            lambda: self.inner.checkpoint(
+                chain_id, hop=hop, owner=owner, progress=progress, now=now, lease_until=lease_until
+            ),
+        )
+
+    def hand_off(
+        self, chain_id: str, *, hop: int, owner: str, progress: dict[str, Any], now: float
+    ) -> ChainRecord:
+        return self._call(
+            "handoff",
+            "hand_off",
+            lambda: self.inner.hand_off(chain_id, hop=hop, owner=owner, progress=progress, now=now),
+        )
+
+    def finish(
+        self, chain_id: str, *, hop: int, owner: str, progress: dict[str, Any], result: Any, now: float
+    ) -> ChainRecord:
+        return self._call(
+            "finish",
+            "finish",
+            lambda: self.inner.finish(
+                chain_id, hop=hop, owner=owner, progress=progress, result=result, now=now
+            ),
+        )
+
+    def fail(self, chain_id: str, *, hop: int, owner: str | None, error: str, now: float) -> ChainRecord:
+        return self._call(
+            None, "fail", lambda: self.inner.fail(chain_id, hop=hop, owner=owner, error=error, now=now)
+        )
+
+    def cancel(self, chain_id: str, *, now: float) -> ChainRecord:
+        return self._call(None, "cancel", lambda: self.inner.cancel(chain_id, now=now))
+
+
+def _chunks(record: ChainRecord) -> int:
+    return int(record.progress.get("chunks", 0)) if isinstance(record.progress, dict) else 0
+
+
+class _SimInvoker:
+    """``invoke_async`` into the simulator's queue, as the delivery ``parent`` would call Lambda's Invoke."""
+
+    def __init__(self, sim: Simulator, parent: _Delivery) -> None:
+        self.sim = sim
+        self.parent = parent
+
+    def invoke_async(self, function: str, payload: bytes) -> None:
+        sim = self.sim
+        faults = sim._faults
+        if faults is not None:
+            faults.point("before_invoke")
+        sim.clock.sleep(sim.invoke_latency)
+        if sim.faults.throttle and sim.rng.random() < sim.faults.throttle:
+            sim.throttles += 1
+            raise InvokeThrottled("Rate Exceeded. (simulated)", sim.throttle_retry_after)
+        if not function.startswith(sim.arn):
+            raise ConfigurationError(f"the chain invoked {function}, not this function ({sim.arn})")
+        sim.invoke_targets.append(function)
+        sim._enqueue(json.loads(payload), kind="hand_off", lineage=self.parent.lineage + 1)
+        if faults is not None:
+            faults.point("after_invoke")
