@@ -8,6 +8,7 @@ retries it from the last committed checkpoint.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import logging
@@ -15,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._config import ChainConfig
-from ._envelope import Envelope, EnvelopeCodec, is_envelope
+from ._envelope import Envelope, EnvelopeCodec, canonical, is_envelope
 from ._errors import (
     ConfigurationError,
     HandOffError,
@@ -69,7 +70,7 @@ class Hop:
         self.ledger = world.ledger
         self.request_id = str(context.aws_request_id)
         self.stats = InvocationStats(self.request_id, self.clock.now())
-        self.deadline = self.stats.started + context.get_remaining_time_in_millis() / 1000.0
+        self.deadline: float = self.stats.started + context.get_remaining_time_in_millis() / 1000.0
         self.codec = codec_for(config, world)
         self.event = event
         self.env: Envelope | None = None
@@ -139,7 +140,14 @@ class Hop:
 
     def _first_envelope(self) -> Envelope:
         config = self.config
-        chain_id = config.chain_id(self.event) if config.chain_id else self.request_id
+        if config.chain_id is not None:
+            chain_id = config.chain_id(self.event)
+        elif self.ledger is not None:
+            # A duplicate delivery of the first event has a new request id: key the chain on the event itself,
+            # so the duplicate joins the chain instead of forking a second one.
+            chain_id = "ev-" + hashlib.sha256(canonical(self.event)).hexdigest()[:32]
+        else:
+            chain_id = self.request_id
         state = config.initial_state(self.event) if config.initial_state else config.state()
         if not isinstance(state, config.state):
             raise ConfigurationError(
@@ -172,21 +180,30 @@ class Hop:
             handoff=warm.handoff,
         )
         policy = config.policy
+        timings.close_unfinished()  # may raise ChunkTooLargeError: then nothing of this hop has run
+        policy(budget)  # before any work: raises ChunkTooLargeError if even one chunk cannot fit
         hook = self.world.on_safe_point
         every_chunks = config.checkpoint_every_chunks if self.ledger is not None else None
         every_seconds = config.checkpoint_every_seconds if self.ledger is not None else None
         since_chunks, last_checkpoint = 0, start
+        timings.open_started, timings.open_deadline = start, self.deadline
         try:
             while True:
+                timings.open_since = t
                 try:
                     next(out)
                 except StopIteration as stop:
+                    timings.open_since = None
                     d = now() - t
                     timings.add(d)
                     stats.chunks += 1
                     stats.chunk_time += d
                     run.chunk += 1
                     return self._finish(stop.value, state, run)
+                except Exception:
+                    timings.open_since = None  # an error, not a chunk that outlived the deadline
+                    raise
+                timings.open_since = None
                 t2 = now()
                 d = t2 - t
                 t = t2
@@ -296,7 +313,7 @@ class Hop:
                 wait = throttled.retry_after if throttled.retry_after is not None else backoff
                 backoff = min(backoff * 2, 2.0)
                 left = self.deadline - self.clock.now()
-                if left - wait < self.world.warm.handoff.estimate + 0.05:
+                if left - wait < self.world.warm.handoff.estimate_for(self.deadline - self.stats.started):
                     raise HandOffError(
                         f"the invoke of {target} stayed throttled until the invocation's deadline; Lambda's "
                         "retry of this hop will send it again"
@@ -372,7 +389,7 @@ class Hop:
         if is_envelope(payload):
             env = self.codec.decode(payload)
         else:
-            self.request_id = failed_request  # the first hop's chain id defaults to its request id
+            self.request_id = failed_request  # in stateless mode the first hop's chain id is its request id
             self.event = payload
             env = self._first_envelope()
         self.env = env

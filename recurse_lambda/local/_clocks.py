@@ -7,7 +7,12 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._scheduler import Scheduler
 
 
 class InvocationKilled(BaseException):
@@ -22,7 +27,17 @@ class SimClock:
 
     def __init__(self, epoch: float = 1_767_225_600.0) -> None:  # 2026-01-01T00:00:00Z
         self.epoch = epoch
-        self.deadline: float | None = None
+        self._local = threading.local()  # each invocation (thread) has its own deadline
+
+    @property
+    def deadline(self) -> float | None:
+        """The deadline of the invocation running on this thread, if any."""
+        value: float | None = getattr(self._local, "deadline", None)
+        return value
+
+    @deadline.setter
+    def deadline(self, value: float | None) -> None:
+        self._local.deadline = value
 
     def _raw(self) -> float:
         raise NotImplementedError
@@ -32,8 +47,9 @@ class SimClock:
 
     def now(self) -> float:
         t = self._raw()
-        if self.deadline is not None and t >= self.deadline:
-            raise InvocationKilled(f"deadline {self.deadline:.3f} reached at {t:.3f}")
+        deadline = self.deadline
+        if deadline is not None and t >= deadline:
+            raise InvocationKilled(f"deadline {deadline:.3f} reached at {t:.3f}")
         return t
 
     def peek(self) -> float:
@@ -48,10 +64,10 @@ class SimClock:
         if seconds <= 0:
             self.now()
             return
-        target = self._raw() + seconds
-        if self.deadline is not None and target >= self.deadline:
-            self._skip(self.deadline - self._raw())
-            raise InvocationKilled(f"deadline {self.deadline:.3f} reached while waiting")
+        deadline = self.deadline
+        if deadline is not None and self._raw() + seconds >= deadline:
+            self._skip(deadline - self._raw())
+            raise InvocationKilled(f"deadline {deadline:.3f} reached while waiting")
         self._skip(seconds)
 
     def advance_to(self, t: float) -> None:
@@ -65,12 +81,17 @@ class VirtualClock(SimClock):
     def __init__(self, start: float = 0.0, epoch: float = 1_767_225_600.0) -> None:
         super().__init__(epoch)
         self._t = start
+        self.scheduler: Scheduler | None = None  # set by a concurrent simulation while it runs
 
     def _raw(self) -> float:
         return self._t
 
     def _skip(self, seconds: float) -> None:
-        self._t += max(0.0, seconds)
+        scheduler = self.scheduler
+        if scheduler is not None and scheduler.in_thread():
+            scheduler.sleep_until(self._t + max(0.0, seconds))
+        else:
+            self._t += max(0.0, seconds)
 
     def advance(self, seconds: float) -> None:
         """Spend ``seconds`` of work (what a chunk costs in virtual time)."""

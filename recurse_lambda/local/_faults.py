@@ -73,7 +73,7 @@ class FaultPlan:
                 probabilities[name] = float(value)
             else:
                 raise ValueError(f"unknown fault {name!r}; known: {', '.join(sorted(names))}, crash@POINT")
-        return cls(**probabilities, crash_at=tuple(at))  # type: ignore[arg-type]
+        return cls(**probabilities, crash_at=tuple(at))
 
     @property
     def any(self) -> bool:

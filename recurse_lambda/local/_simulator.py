@@ -1,13 +1,14 @@
 """An in-process model of AWS Lambda's asynchronous invocation, for running whole chains locally (DESIGN §8).
 
-Invocations run one at a time, in the order their deliveries fall due; time is a :class:`VirtualClock` (exact)
-or a :class:`WallClock` (real work, skipped waits). Modelled: the async queue and its delivery delay, retries of
+With a :class:`VirtualClock` (exact, repeatable), invocations overlap in virtual time as they would on Lambda:
+each runs on its own thread and a scheduler resumes, one at a time, whichever is due first, so a duplicate
+delivery meets a live owner. With a :class:`WallClock` (real work, skipped waits), invocations run one at a time
+in the order their deliveries fall due. Modelled: the async queue and its delivery delay, retries of
 a failed or timed-out invocation with the same request id after about 1 and 2 minutes, duplicate deliveries
 with new request ids, throttled invokes, timeouts that kill the invocation at its deadline, warm and recycled
 containers, recursive-loop termination after 16 invocations, and the on-failure destination.
 
-Not modelled: two invocations running at the same moment. Deliveries that fall due while another invocation
-runs wait until it returns, so duplicates meet a ledger that has moved on, rather than a live owner.
+Not modelled: concurrency limits (every delivery gets a container at once), and overlap under a WallClock.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ._clocks import InvocationKilled, SimClock, VirtualClock
 from ._context import FakeContext
 from ._faults import FaultPlan, InjectedError, InvocationFaults, SimulatedCrash
 from ._report import ChainReport, InvocationRow
+from ._scheduler import Scheduler
 
 RECURSION_LIMIT = 16  # Lambda stops a recursive loop after about 16 invocations when the setting is Terminate
 
@@ -62,7 +64,7 @@ class _Delivery:
 
 @dataclass
 class Commit:
-    """A successful ledger write, as the property tests inspect them."""
+    """A successful conditional ledger write: the writer's hop and owner, and the chunks committed after it."""
 
     op: str
     chain_id: str
@@ -77,6 +79,7 @@ class _Container:
         self.number = number
         self.warm = warm
         self.used = False
+        self.busy = False
 
 
 class Simulator:
@@ -106,6 +109,7 @@ class Simulator:
         duplicate_delay: float = 30.0,
         route_failures: bool = True,
         max_invocations: int = 100_000,
+        concurrent: bool | None = None,
     ) -> None:
         if not isinstance(handler, RecursiveHandler):
             raise ConfigurationError(f"the simulator runs @recursive handlers, not {handler!r}")
@@ -139,14 +143,18 @@ class Simulator:
         self.duplicate_delay = duplicate_delay
         self.route_failures = route_failures
         self.max_invocations = max_invocations
+        if concurrent and not isinstance(self.clock, VirtualClock):
+            raise ConfigurationError("concurrent invocations need a VirtualClock")
+        self.concurrent = isinstance(self.clock, VirtualClock) if concurrent is None else concurrent
         self.commits: list[Commit] = []
         self.invoke_targets: list[str] = []
         self.throttles = 0
         self._queue: list[_Delivery] = []
         self._seq = 0
         self._containers: list[_Container] = []
-        self._faults: InvocationFaults | None = None
-        self._delivery: _Delivery | None = None
+        self._containers_made = 0
+        self._scheduler: Scheduler | None = None
+        self._report: ChainReport | None = None
         self._number = 0
 
     # ------------------------------------------------------------------ public
@@ -154,13 +162,22 @@ class Simulator:
     def run(self, event: Any) -> ChainReport:
         """Deliver ``event`` as an asynchronous invocation and run the chain until nothing is left to deliver."""
         report = ChainReport(chain_id=None, status="RUNNING", started=self.clock.peek())
-        self._enqueue(event, kind="first", lineage=0)
-        while self._queue:
-            delivery = heapq.heappop(self._queue)
-            self.clock.advance_to(delivery.time)
-            self._deliver(delivery, report)
-            if self._number >= self.max_invocations:
-                raise RuntimeError(f"the simulation passed max_invocations={self.max_invocations}")
+        self._report = report
+        if self.concurrent:
+            assert isinstance(self.clock, VirtualClock)
+            self._scheduler = self.clock.scheduler = Scheduler(self.clock)
+        try:
+            self._enqueue(event, kind="first", lineage=0)
+            if self._scheduler is not None:
+                self._scheduler.run()
+            while self._queue:
+                delivery = heapq.heappop(self._queue)
+                self.clock.advance_to(delivery.time)
+                self._deliver(delivery)
+        finally:
+            if isinstance(self.clock, VirtualClock):
+                self.clock.scheduler = None
+            self._scheduler = self._report = None
         report.ended = self.clock.peek()
         self._conclude(report)
         return report
@@ -188,29 +205,44 @@ class Simulator:
     def _push(self, delivery: _Delivery) -> None:
         self._seq += 1
         delivery.seq = self._seq
-        heapq.heappush(self._queue, delivery)
+        if self._scheduler is not None:
+            self._scheduler.at(delivery.time, lambda: self._deliver(delivery))
+        else:
+            heapq.heappush(self._queue, delivery)
 
     def _container(self) -> _Container:
+        """An idle warm container (the most recently used), or a cold new one; recycling replaces it."""
+        idle = [c for c in self._containers if not c.busy]
         recycle = self.faults.recycle and self.rng.random() < self.faults.recycle
-        if not self._containers or recycle:
-            factory = self.s3_client
+        if idle and not recycle:
+            return idle[-1]
+        if idle:
+            self._containers.remove(idle[-1])
+        factory = self.s3_client
 
-            def clients(service: str) -> Any:
-                if service == "s3" and factory is not None:
-                    return factory()
-                raise ConfigurationError(f"the simulator provides no {service!r} client")
+        def clients(service: str) -> Any:
+            if service == "s3" and factory is not None:
+                return factory()
+            raise ConfigurationError(f"the simulator provides no {service!r} client")
 
-            self._containers.append(_Container(len(self._containers), WarmState(client_factory=clients)))
-        return self._containers[-1]
+        container = _Container(self._containers_made, WarmState(client_factory=clients))
+        self._containers_made += 1
+        self._containers.append(container)
+        return container
 
     # ------------------------------------------------------------------ one invocation
 
-    def _deliver(self, d: _Delivery, report: ChainReport) -> None:
+    def _deliver(self, d: _Delivery) -> None:
+        report = self._report
+        assert report is not None
         if self.recursion == "Terminate" and d.lineage >= RECURSION_LIMIT and d.kind != "destination":
             self._give_up(d, "RecursiveInvocationException", report)
             return
         self._number += 1
+        if self._number > self.max_invocations:
+            raise RuntimeError(f"the simulation passed max_invocations={self.max_invocations}")
         container = self._container()
+        container.busy = True
         start = self.clock.peek()
         row = InvocationRow(
             number=self._number,
@@ -227,9 +259,9 @@ class Simulator:
         live: list[InvocationStats] = []
         world = World(
             clock=self.clock,
-            invoker=_SimInvoker(self, d),
+            invoker=_SimInvoker(self, d, faults),
             warm=container.warm,
-            ledger=_SimLedger(self.ledger, self) if self.ledger is not None else None,
+            ledger=_SimLedger(self.ledger, self, faults) if self.ledger is not None else None,
             spill=self.spill,
             s3_client=container.warm.client_getter("s3"),
             environ=self.environ,
@@ -243,7 +275,6 @@ class Simulator:
             function_name=self.function_name,
             function_version=self.function_version,
         )
-        self._faults, self._delivery = faults, d
         self.clock.deadline = start + self.timeout
         failed: str | None = None
         try:
@@ -260,7 +291,7 @@ class Simulator:
             failed, row.outcome, row.error = "error", "error", f"{type(exc).__name__}: {exc}"
         finally:
             self.clock.deadline = None
-            self._faults = self._delivery = None
+            container.busy = False
             row.end = self.clock.peek()
         if live:
             stats = live[0]
@@ -284,6 +315,7 @@ class Simulator:
             self.clock.sleep(self.clock.deadline - t)  # the chunk never returns: the deadline kills it
 
     def _retry_or_give_up(self, d: _Delivery, why: str, report: ChainReport) -> None:
+        """Lambda retries a failed or timed-out event with the same request id, then gives it up."""
         if d.attempt <= self.max_retry_attempts:
             delay = self.retry_delays[min(d.attempt - 1, len(self.retry_delays) - 1)]
             self._push(
@@ -313,6 +345,7 @@ class Simulator:
             self._push(_Delivery(self.clock.peek(), 0, record, self.new_request_id(), 1, "destination", 0))
 
     def _conclude(self, report: ChainReport) -> None:
+        report.rows.sort(key=lambda r: (r.start, r.number))  # rows are appended as invocations end
         if report.chain_id is None:
             return
         if self.ledger is not None:
@@ -332,21 +365,23 @@ class Simulator:
 class _SimLedger:
     """The simulator's view of the ledger: deadline checks, latency, fault points and a commit log."""
 
-    def __init__(self, inner: Ledger, sim: Simulator) -> None:
+    def __init__(self, inner: Ledger, sim: Simulator, faults: InvocationFaults) -> None:
         self.inner = inner
         self.sim = sim
+        self.faults = faults
 
-    def _call(self, point: str | None, op: str, fn: Callable[[], ChainRecord]) -> ChainRecord:
-        faults = self.sim._faults
-        if point and faults is not None:
-            faults.point(f"before_{point}")
+    def _call(
+        self, point: str | None, op: str, hop: int, owner: str | None, fn: Callable[[], ChainRecord]
+    ) -> ChainRecord:
+        if point:
+            self.faults.point(f"before_{point}")
         self.sim.clock.sleep(self.sim.ledger_latency)  # checks the deadline even when the latency is 0
         record = fn()
         self.sim.commits.append(
-            Commit(op, record.chain_id, record.hop, record.owner, self.sim.clock.peek(), _chunks(record))
+            Commit(op, record.chain_id, hop, owner, self.sim.clock.peek(), _chunks(record))
         )
-        if point and faults is not None:
-            faults.point(f"after_{point}")
+        if point:
+            self.faults.point(f"after_{point}")
         return record
 
     def start(
@@ -363,6 +398,8 @@ class _SimLedger:
         return self._call(
             "claim",
             "claim",
+            hop,
+            owner,
             lambda: self.inner.claim(chain_id, hop=hop, owner=owner, now=now, lease_until=lease_until),
         )
 
@@ -372,6 +409,8 @@ class _SimLedger:
         return self._call(
             "checkpoint",
             "checkpoint",
+            hop,
+            owner,
             lambda: self.inner.checkpoint(
                 chain_id, hop=hop, owner=owner, progress=progress, now=now, lease_until=lease_until
             ),
@@ -383,6 +422,8 @@ class _SimLedger:
         return self._call(
             "handoff",
             "hand_off",
+            hop,
+            owner,
             lambda: self.inner.hand_off(chain_id, hop=hop, owner=owner, progress=progress, now=now),
         )
 
@@ -392,6 +433,8 @@ class _SimLedger:
         return self._call(
             "finish",
             "finish",
+            hop,
+            owner,
             lambda: self.inner.finish(
                 chain_id, hop=hop, owner=owner, progress=progress, result=result, now=now
             ),
@@ -399,11 +442,15 @@ class _SimLedger:
 
     def fail(self, chain_id: str, *, hop: int, owner: str | None, error: str, now: float) -> ChainRecord:
         return self._call(
-            None, "fail", lambda: self.inner.fail(chain_id, hop=hop, owner=owner, error=error, now=now)
+            None,
+            "fail",
+            hop,
+            owner,
+            lambda: self.inner.fail(chain_id, hop=hop, owner=owner, error=error, now=now),
         )
 
     def cancel(self, chain_id: str, *, now: float) -> ChainRecord:
-        return self._call(None, "cancel", lambda: self.inner.cancel(chain_id, now=now))
+        return self._call(None, "cancel", -1, None, lambda: self.inner.cancel(chain_id, now=now))
 
 
 def _chunks(record: ChainRecord) -> int:
@@ -413,15 +460,14 @@ def _chunks(record: ChainRecord) -> int:
 class _SimInvoker:
     """``invoke_async`` into the simulator's queue, as the delivery ``parent`` would call Lambda's Invoke."""
 
-    def __init__(self, sim: Simulator, parent: _Delivery) -> None:
+    def __init__(self, sim: Simulator, parent: _Delivery, faults: InvocationFaults) -> None:
         self.sim = sim
         self.parent = parent
+        self.faults = faults
 
     def invoke_async(self, function: str, payload: bytes) -> None:
         sim = self.sim
-        faults = sim._faults
-        if faults is not None:
-            faults.point("before_invoke")
+        self.faults.point("before_invoke")
         sim.clock.sleep(sim.invoke_latency)
         if sim.faults.throttle and sim.rng.random() < sim.faults.throttle:
             sim.throttles += 1
@@ -430,5 +476,4 @@ class _SimInvoker:
             raise ConfigurationError(f"the chain invoked {function}, not this function ({sim.arn})")
         sim.invoke_targets.append(function)
         sim._enqueue(json.loads(payload), kind="hand_off", lineage=self.parent.lineage + 1)
-        if faults is not None:
-            faults.point("after_invoke")
+        self.faults.point("after_invoke")

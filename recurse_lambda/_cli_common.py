@@ -1,0 +1,216 @@
+"""What the CLI's commands share: usage errors, progress per invocation, quiet logging, loading handlers."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TextIO
+
+from ._recursive import RecursiveHandler
+from ._world import InvocationStats, World
+from .local import InvocationKilled, SimulatedCrash
+
+
+class UsageError(Exception):
+    """A bad argument: the CLI prints the message and exits with status 2."""
+
+
+@dataclass(frozen=True)
+class HopView:
+    """One finished invocation, as the progress display sees it."""
+
+    number: int  # invocations so far, this one included
+    hop: int | None
+    chunks: int
+    outcome: str  # the runner's outcome, or timeout / crash / error
+    state: Any  # the handler's state object as the invocation left it (uncommitted if it died), or None
+    elapsed: float  # wall seconds since the run began
+
+
+Progress = Callable[[HopView], None]
+
+
+class WatchedHandler(RecursiveHandler):
+    """A copy of a ``@recursive`` handler that reports each invocation to ``progress`` when it ends."""
+
+    def __init__(self, inner: RecursiveHandler, progress: Progress) -> None:
+        fn = inner.fn
+        self._state: Any = None
+        self._count = 0
+        self._t0 = time.monotonic()
+
+        # Keep a reference to the live state object: the runner mutates it in place, so at the end of the
+        # invocation it shows how far the handler got.
+        @functools.wraps(fn)
+        def keep_state(event: Any, state: Any, run: Any) -> Any:
+            self._state = state
+            return fn(event, state, run)
+
+        super().__init__(keep_state, inner.config)
+        self.progress = progress
+
+    def handle(self, event: Any, context: Any, world: World) -> dict[str, Any]:
+        seen: list[InvocationStats] = []
+        outer = world.observer
+
+        def observe(stats: InvocationStats) -> None:
+            seen.append(stats)
+            if outer is not None:
+                outer(stats)
+
+        self._state, self._count = None, self._count + 1
+        outcome = ""
+        try:
+            return super().handle(event, context, dataclasses.replace(world, observer=observe))
+        except InvocationKilled:
+            outcome = "timeout"
+            raise
+        except SimulatedCrash:
+            outcome = "crash"
+            raise
+        except Exception as exc:
+            outcome = f"error ({type(exc).__name__})"
+            raise
+        finally:
+            stats = seen[0] if seen else None
+            if stats is not None and not outcome:
+                outcome = str(stats.outcome or "")
+            view = HopView(
+                number=self._count,
+                hop=stats.hop if stats else None,
+                chunks=stats.chunks if stats else 0,
+                outcome=outcome,
+                state=self._state,
+                elapsed=time.monotonic() - self._t0,
+            )
+            self.progress(view)
+
+
+def generic_progress(stream: TextIO) -> Progress:
+    """A progress line per invocation: number, hop, outcome, chunks and the state it reached."""
+
+    def show(view: HopView) -> None:
+        hop = "-" if view.hop is None else str(view.hop)
+        state = ""
+        if view.state is not None and hasattr(view.state, "model_dump_json"):
+            state = view.state.model_dump_json()
+            state = f"  state {state if len(state) <= 80 else state[:77] + '...'}"
+        print(
+            f"[{view.elapsed:7.2f}s] #{view.number:<3} hop {hop:>3}  {view.outcome or '?':<12} "
+            f"chunks {view.chunks:>4}{state}",
+            file=stream,
+            flush=True,
+        )
+
+    return show
+
+
+class _NoTraceback(logging.Formatter):
+    def formatException(self, ei: Any) -> str:
+        return ""
+
+
+@contextlib.contextmanager
+def runner_logs(stream: TextIO, verbose: bool) -> Iterator[None]:
+    """Show the runner's warnings as short lines on ``stream`` (tracebacks only when ``verbose``)."""
+    logger = logging.getLogger("recurse_lambda")
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("  ! %(message)s") if verbose else _NoTraceback("  ! %(message)s"))
+    saved = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    logger.propagate = False  # the CLI owns the terminal; a root handler would print everything twice
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
+def load_module_from_file(name: str, path: Path) -> ModuleType:
+    """Import a file as module ``name`` (registered in ``sys.modules`` so pydantic can resolve its models)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+@contextlib.contextmanager
+def cwd_first_on_path() -> Iterator[None]:
+    """Put the current directory first on ``sys.path`` while a command runs, as ``python -m`` does.
+
+    Kept for the whole run, not just the import: a handler may import its own modules lazily.
+    """
+    cwd = os.getcwd()
+    added = sys.path[:1] != [cwd]
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        yield
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
+def resolve_handler(target: str) -> RecursiveHandler:
+    """``MODULE:FUNCTION`` (or ``MODULE:OBJ.ATTR``), imported from ``sys.path`` (see :func:`cwd_first_on_path`)."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise UsageError(f"expected MODULE:FUNCTION (e.g. examples.line_count:handler), got {target!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if module_name == missing or module_name.startswith(missing + "."):
+            raise UsageError(f"cannot import module {module_name!r} from {os.getcwd()}: {exc}") from exc
+        raise UsageError(f"importing {module_name!r} failed: {exc}") from exc
+    except Exception as exc:  # the user's module itself is broken: say so, without a traceback of ours
+        raise UsageError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from exc
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise UsageError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if not isinstance(obj, RecursiveHandler):
+        raise UsageError(
+            f"{target} is not a @recursive handler (it is {type(obj).__name__}); decorate it with "
+            "@recursive from recurse_lambda"
+        )
+    return obj
+
+
+def parse_event(text: str) -> Any:
+    """``--event``: inline JSON, ``@FILE`` holding JSON, or ``@-`` for standard input."""
+    source = "--event"
+    if text.startswith("@"):
+        path = text[1:]
+        source = "standard input" if path == "-" else path
+        try:
+            text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read the event file {path!r}: {exc.strerror or exc}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"the event in {source} is not valid JSON: {exc}") from exc

@@ -1,0 +1,187 @@
+"""``recurse-lambda simulate``: run any ``@recursive`` handler as a chain in the simulator, against local S3."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._cli_common import (
+    UsageError,
+    WatchedHandler,
+    cwd_first_on_path,
+    generic_progress,
+    parse_event,
+    resolve_handler,
+    runner_logs,
+)
+from .local import ChainReport, FaultPlan, SimClock, Simulator, VirtualClock, WallClock
+
+# S3's rules for new bucket names (the subset moto enforces): checked here so a typo is a usage error.
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def add_parser(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "simulate",
+        help="run a @recursive handler as a chain in the local simulator",
+        description=(
+            "Run MODULE:FUNCTION (a @recursive handler, imported from the current directory as `python -m` "
+            "would) as a chain of simulated Lambda invocations, against an embedded S3 (or --s3-endpoint). "
+            "Exit status: 0 when the chain SUCCEEDED, 1 otherwise, 2 for a usage error."
+        ),
+    )
+    p.add_argument("target", metavar="MODULE:FUNCTION", help="e.g. examples.line_count:handler")
+    p.add_argument("--event", default="{}", help="the first event: JSON, @FILE or @- (default: {})")
+    p.add_argument(
+        "--timeout", type=float, default=1.0, help="the simulated function's timeout in seconds (default: 1)"
+    )
+    p.add_argument(
+        "--put",
+        action="append",
+        default=[],
+        metavar="LOCAL=s3://BUCKET/KEY",
+        help="upload a local file first, creating the bucket if needed (repeatable)",
+    )
+    p.add_argument(
+        "--faults", default="", metavar="SPEC", help="e.g. duplicate=0.3,crash=0.2,throttle=0.2,recycle=0.5"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the fault schedule and request ids")
+    p.add_argument("--json", action="store_true", help="end with one JSON line: the chain's summary")
+    p.add_argument(
+        "--s3-endpoint",
+        metavar="URL",
+        help="use this S3-compatible endpoint (credentials from the environment)",
+    )
+    p.add_argument("--stateless", action="store_true", help="no ledger: the classic at-least-once chain")
+    p.add_argument(
+        "--virtual",
+        action="store_true",
+        help="a virtual clock: time moves only when advanced (by the simulator or the handler)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("-v", "--verbose", action="store_true", help="the runner's info logs and tracebacks")
+    p.set_defaults(command=run)
+
+
+@dataclass(frozen=True)
+class Upload:
+    local: Path
+    bucket: str
+    key: str
+
+
+def parse_put(spec: str) -> Upload:
+    """``LOCAL=s3://BUCKET/KEY``; the last ``=s3://`` splits, so a local path may hold ``=``."""
+    local, sep, rest = spec.rpartition("=s3://")
+    bucket, _, key = rest.partition("/")
+    if not sep or not local or not bucket or not key:
+        raise UsageError(f"--put expects LOCAL=s3://BUCKET/KEY, got {spec!r}")
+    if not _BUCKET_NAME.match(bucket) or ".." in bucket:
+        raise UsageError(
+            f"--put: {bucket!r} is not a valid S3 bucket name (3-63 characters: lowercase letters, digits, "
+            "dots and hyphens, starting and ending with a letter or digit)"
+        )
+    path = Path(local)
+    if not path.is_file():
+        raise UsageError(f"--put: no such file: {local}")
+    return Upload(path, bucket, key)
+
+
+def parse_faults(spec: str) -> FaultPlan:
+    try:
+        return FaultPlan.parse(spec)
+    except ValueError as exc:
+        raise UsageError(f"--faults {spec!r}: {exc}") from exc
+
+
+def ensure_bucket(client: Any, bucket: str) -> None:
+    """Create ``bucket`` unless it exists (it may already be ours)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        client.head_bucket(Bucket=bucket)
+        return
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+            raise
+    region = client.meta.region_name
+    extra: dict[str, Any] = {}
+    if region and region != "us-east-1":  # us-east-1 refuses an explicit LocationConstraint
+        extra["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    try:
+        client.create_bucket(Bucket=bucket, **extra)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+            raise
+
+
+@contextlib.contextmanager
+def s3_clients(endpoint: str | None) -> Iterator[Callable[[], Any]]:
+    """A zero-argument S3 client factory: the given endpoint's, or an embedded S3 started for the run."""
+    from .local.embedded_s3 import EmbeddedS3, MissingExtraError, isolated_client
+
+    if endpoint is not None:
+        yield lambda: isolated_client(endpoint)
+        return
+    try:
+        server = EmbeddedS3().start()
+    except MissingExtraError as exc:
+        raise UsageError(f"{exc} (or pass --s3-endpoint URL)") from exc
+    try:
+        yield server.client
+    finally:
+        server.stop()
+
+
+def print_report(report: ChainReport, as_json: bool) -> None:
+    summary = report.summary()
+    if as_json:
+        if report.status != "SUCCEEDED":
+            summary["last_state"] = report.last_state
+        print(json.dumps(summary, default=str, sort_keys=True), flush=True)
+        return
+    print(report.timeline())
+    if report.status == "SUCCEEDED":
+        print(f"result: {json.dumps(report.result, default=str)}")
+    else:
+        print(f"chain {report.status}: {report.error or 'no error recorded'}")
+        if report.last_state is not None:
+            print(f"last committed state: {json.dumps(report.last_state, default=str)}")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    event = parse_event(args.event)
+    faults = parse_faults(args.faults)
+    uploads = [parse_put(spec) for spec in args.put]
+    with cwd_first_on_path():
+        handler = resolve_handler(args.target)
+        with s3_clients(args.s3_endpoint) as factory:
+            if uploads:
+                client = factory()
+                for up in uploads:
+                    ensure_bucket(client, up.bucket)
+                    client.upload_file(str(up.local), up.bucket, up.key)
+                    print(f"uploaded {up.local} to s3://{up.bucket}/{up.key}", file=sys.stderr)
+            clock: SimClock = VirtualClock() if args.virtual else WallClock()
+            sim = Simulator(
+                WatchedHandler(handler, (lambda view: None) if args.quiet else generic_progress(sys.stderr)),
+                timeout=args.timeout,
+                clock=clock,
+                ledger=None if args.stateless else "memory",
+                faults=faults,
+                seed=args.seed,
+                s3_client=factory,
+            )
+            with runner_logs(sys.stderr, args.verbose):
+                report = sim.run(event)
+    print_report(report, args.json)
+    return 0 if report.status == "SUCCEEDED" else 1

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from recurse_lambda import Run, recursive
+from recurse_lambda.local import VirtualClock
+
+
+class Counter(BaseModel):
+    i: int = 0
+    total: int = 0
+
+
+def expected(n: int) -> dict[str, int]:
+    return {"i": n, "total": sum(i * i for i in range(n))}
+
+
+def counting_handler(clock: VirtualClock, log: list[tuple[str, int]] | None = None, **options: Any):
+    """A chain that sums squares, one number per chunk; each chunk costs ``event["chunk"]`` virtual seconds."""
+
+    @recursive(state=Counter, **options)
+    def handler(event: dict[str, Any], state: Counter, run: Run) -> Generator[None, None, dict[str, int]]:
+        while state.i < event["n"]:
+            clock.advance(event.get("chunk", 0.1))
+            if log is not None:
+                log.append((run.idempotency_key(), state.i))
+            state.total += state.i * state.i
+            state.i += 1
+            yield
+        return {"i": state.i, "total": state.total}
+
+    return handler
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    return VirtualClock()

@@ -1,0 +1,115 @@
+"""The contract every Ledger implementation keeps. Subclass :class:`LedgerContract` and provide ``ledger``.
+
+The same tests run against each implementation (the in-memory one here; DynamoDB on moto later), so they
+cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from recurse_lambda import ChainStatus, LedgerConflict, LostLeaseError
+
+P0 = {"state": {"n": 0}, "chunks": 0, "pins": {}}
+P1 = {"state": {"n": 1}, "chunks": 5, "pins": {"b/k": {"etag": '"e"', "version_id": None, "size": 3}}}
+
+
+class LedgerContract:
+    @pytest.fixture
+    def ledger(self):  # pragma: no cover - provided by subclasses
+        raise NotImplementedError
+
+    def started(self, ledger, chain_id="c"):
+        record, created = ledger.start(chain_id, progress=P0, event={"e": 1}, now=100.0)
+        assert created
+        return record
+
+    def test_start_is_idempotent_by_chain_id(self, ledger):
+        first = self.started(ledger)
+        assert (first.status, first.hop, first.owner, first.attempts) == (ChainStatus.RUNNING, 0, None, 0)
+        again, created = ledger.start("c", progress=P1, event={"other": 2}, now=200.0)
+        assert not created
+        assert again.progress == P0 and again.event == {"e": 1}
+        assert ledger.get("missing") is None
+
+    def test_claim_counts_attempts_and_allows_the_same_owner_again(self, ledger):
+        self.started(ledger)
+        r = ledger.claim("c", hop=0, owner="r1", now=101.0, lease_until=200.0)
+        assert (r.owner, r.attempts) == ("r1", 1)
+        r = ledger.claim(
+            "c", hop=0, owner="r1", now=102.0, lease_until=200.0
+        )  # Lambda retry: same request id
+        assert r.attempts == 2
+
+    def test_claim_by_another_owner_waits_for_the_lease(self, ledger):
+        self.started(ledger)
+        ledger.claim("c", hop=0, owner="r1", now=101.0, lease_until=200.0)
+        with pytest.raises(LedgerConflict) as info:
+            ledger.claim("c", hop=0, owner="r2", now=150.0, lease_until=300.0)
+        assert info.value.current.owner == "r1"
+        r = ledger.claim("c", hop=0, owner="r2", now=200.0, lease_until=300.0)
+        assert r.owner == "r2"
+
+    def test_claim_of_the_wrong_hop_or_a_missing_chain_conflicts(self, ledger):
+        self.started(ledger)
+        with pytest.raises(LedgerConflict) as info:
+            ledger.claim("c", hop=1, owner="r1", now=101.0, lease_until=200.0)
+        assert info.value.current.hop == 0
+        with pytest.raises(LedgerConflict) as info:
+            ledger.claim("nope", hop=0, owner="r1", now=101.0, lease_until=200.0)
+        assert info.value.current is None
+
+    def test_checkpoint_hand_off_and_finish_are_fenced_on_owner_and_hop(self, ledger):
+        self.started(ledger)
+        ledger.claim("c", hop=0, owner="r1", now=101.0, lease_until=200.0)
+        with pytest.raises(LostLeaseError):
+            ledger.checkpoint("c", hop=0, owner="r2", progress=P1, now=102.0, lease_until=200.0)
+        r = ledger.checkpoint("c", hop=0, owner="r1", progress=P1, now=102.0, lease_until=250.0)
+        assert (r.progress, r.lease_until) == (P1, 250.0)
+        with pytest.raises(LostLeaseError):
+            ledger.hand_off("c", hop=0, owner="r2", progress=P1, now=103.0)
+        r = ledger.hand_off("c", hop=0, owner="r1", progress=P1, now=103.0)
+        assert (r.hop, r.owner, r.attempts, r.handed_off_by) == (1, None, 0, "r1")
+        with pytest.raises(LostLeaseError):  # the old owner cannot write on the next hop
+            ledger.checkpoint("c", hop=0, owner="r1", progress=P0, now=104.0, lease_until=300.0)
+        ledger.claim("c", hop=1, owner="r3", now=105.0, lease_until=300.0)
+        with pytest.raises(LostLeaseError):
+            ledger.finish("c", hop=1, owner="r1", progress=P1, result={"x": 1}, now=106.0)
+        r = ledger.finish("c", hop=1, owner="r3", progress=P1, result={"x": 1}, now=106.0)
+        assert (r.status, r.result) == (ChainStatus.SUCCEEDED, {"x": 1})
+        with pytest.raises(LedgerConflict):
+            ledger.claim("c", hop=1, owner="r3", now=107.0, lease_until=300.0)
+
+    def test_fail_keeps_the_last_committed_progress(self, ledger):
+        self.started(ledger)
+        ledger.claim("c", hop=0, owner="r1", now=101.0, lease_until=200.0)
+        ledger.checkpoint("c", hop=0, owner="r1", progress=P1, now=102.0, lease_until=200.0)
+        with pytest.raises(LedgerConflict):  # another live owner holds the hop
+            ledger.fail("c", hop=0, owner="r2", error="boom", now=150.0)
+        r = ledger.fail("c", hop=0, owner="r1", error="boom", now=150.0)
+        assert (r.status, r.error, r.progress) == (ChainStatus.FAILED, "boom", P1)
+
+    def test_an_abandoned_hop_can_be_failed_once_its_lease_expired(self, ledger):
+        self.started(ledger)
+        ledger.claim("c", hop=0, owner="r1", now=101.0, lease_until=200.0)
+        r = ledger.fail("c", hop=0, owner="someone-else", error="retries exhausted", now=201.0)
+        assert r.status is ChainStatus.FAILED
+
+    def test_cancel_stops_every_later_transition(self, ledger):
+        self.started(ledger)
+        ledger.claim("c", hop=0, owner="r1", now=101.0, lease_until=200.0)
+        assert ledger.cancel("c", now=102.0).status is ChainStatus.CANCELLED
+        with pytest.raises(LostLeaseError):
+            ledger.checkpoint("c", hop=0, owner="r1", progress=P1, now=103.0, lease_until=200.0)
+        with pytest.raises(LostLeaseError):
+            ledger.hand_off("c", hop=0, owner="r1", progress=P1, now=103.0)
+        with pytest.raises(LedgerConflict):
+            ledger.claim("c", hop=0, owner="r1", now=103.0, lease_until=200.0)
+        with pytest.raises(LedgerConflict):
+            ledger.cancel("c", now=104.0)
+
+    def test_stored_progress_does_not_alias_the_callers_objects(self, ledger):
+        progress = {"state": {"items": [1]}, "chunks": 0, "pins": {}}
+        ledger.start("c", progress=progress, event={}, now=1.0)
+        progress["state"]["items"].append(2)
+        assert ledger.get("c").progress["state"]["items"] == [1]

@@ -1,0 +1,112 @@
+"""Budget policies, tested on hand-built states (no runner, no clock)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from recurse_lambda import (
+    BudgetState,
+    ChunkTimings,
+    ChunkTooLargeError,
+    HandOffTimings,
+    after_chunks,
+    fixed_margin,
+    predictive,
+)
+
+
+def state(
+    remaining: float, *, budget: float = 60.0, chunks: list[float] = (0.1,), handoff: float | None = 0.15
+):
+    timings = ChunkTimings()
+    for c in chunks:
+        timings.add(c)
+    hand = HandOffTimings()
+    if handoff is not None:
+        hand.add(handoff)
+    return BudgetState(budget=budget, remaining=remaining, chunks=len(chunks), timings=timings, handoff=hand)
+
+
+def test_predictive_continues_while_the_predicted_chunk_fits_before_the_reserve():
+    policy = predictive(factor=2.0, handoff_factor=1.5, floor=0.1)
+    # predicted = 2 × 0.1 = 0.2; reserve = 1.5 × 0.15 + 0.1 = 0.325
+    assert policy(state(0.53)) is False
+    assert policy(state(0.52)) is True
+
+
+def test_predictive_uses_the_recent_maximum_not_the_last_chunk():
+    policy = predictive(factor=2.0, handoff_factor=1.0, floor=0.0)
+    s = state(1.85, chunks=[0.1, 0.9, 0.1], handoff=0.1)  # predicted 1.8 > 1.85 - reserve 0.1
+    assert policy(s) is True
+    assert policy(state(1.85, chunks=[0.1, 0.1, 0.1], handoff=0.1)) is False
+
+
+def test_predictive_caps_the_unmeasured_handoff_default_at_five_percent_of_the_budget():
+    policy = predictive(factor=1.0, handoff_factor=1.0, floor=0.0)
+    s = state(0.3, budget=1.0, chunks=[0.2], handoff=None)  # default 1 s capped to 0.05 s
+    assert policy(s) is False
+    s = state(30.0, budget=60.0, chunks=[0.2], handoff=None)  # 1 s default applies: 30 - 1 >= 0.2
+    assert policy(s) is False
+    assert policy(state(1.1, budget=60.0, chunks=[0.2], handoff=None)) is True
+
+
+def test_a_chunk_longer_than_the_whole_budget_is_an_error_that_says_so():
+    with pytest.raises(ChunkTooLargeError, match="smaller chunks"):
+        predictive()(state(50.0, budget=60.0, chunks=[40.0]))
+
+
+def test_fixed_margin_and_after_chunks():
+    assert fixed_margin(10)(state(9.99)) is True
+    assert fixed_margin(10)(state(10.0)) is False
+    assert after_chunks(3)(state(100, chunks=[0.1, 0.1])) is False
+    assert after_chunks(3)(state(100, chunks=[0.1, 0.1, 0.1])) is True
+
+
+def test_policies_combine_with_or_and_and():
+    either = after_chunks(2) | fixed_margin(10)
+    both = after_chunks(2) & fixed_margin(10)
+    assert either(state(5.0, chunks=[0.1])) is True
+    assert either(state(50.0, chunks=[0.1])) is False
+    assert both(state(5.0, chunks=[0.1])) is False
+    assert both(state(5.0, chunks=[0.1, 0.1])) is True
+    assert repr(either) == "after_chunks(2) | fixed_margin(10)"
+
+
+@pytest.mark.parametrize("bad", [dict(factor=0.5), dict(handoff_factor=0.9), dict(floor=-1)])
+def test_predictive_rejects_nonsense_parameters(bad):
+    with pytest.raises(ValueError):
+        predictive(**bad)
+
+
+@given(
+    st.lists(st.floats(min_value=0, max_value=100, allow_nan=False), min_size=1, max_size=300),
+    st.integers(1, 40),
+)
+def test_chunk_timings_max_is_the_max_of_the_window(durations, window):
+    timings = ChunkTimings(window=window)
+    for i, d in enumerate(durations):
+        timings.add(d)
+        assert timings.max == max(durations[max(0, i + 1 - window) : i + 1])
+    assert timings.count == len(durations)
+    assert len(timings) == min(window, len(durations))
+
+
+def test_chunk_timings_quantile():
+    timings = ChunkTimings()
+    assert timings.quantile(0.9) == 0.0
+    for d in range(1, 101):
+        timings.add(float(d))
+    assert timings.quantile(0.5) == 51.0
+    assert timings.quantile(1.0) == 100.0
+
+
+def test_handoff_timings_estimate_is_the_recent_worst_or_the_default():
+    h = HandOffTimings(default=1.0, window=2)
+    assert (h.estimate, h.measured) == (1.0, False)
+    h.add(0.3)
+    h.add(0.1)
+    assert h.estimate == 0.3
+    h.add(0.2)  # 0.3 left the window
+    assert h.estimate == 0.2
