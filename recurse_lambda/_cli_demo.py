@@ -17,7 +17,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ._cli_common import HopView, Progress, UsageError, WatchedHandler, load_module_from_file, runner_logs
+from ._cli_common import (
+    HopView,
+    Progress,
+    UsageError,
+    WatchedHandler,
+    load_module_from_file,
+    runner_logs,
+    warm_up,
+)
 from ._recursive import RecursiveHandler
 from .local import Simulator, WallClock
 
@@ -104,10 +112,10 @@ def sample_object(size: int, seed: int) -> bytes:
         roll = rng.random()
         if roll < 0.04:
             text = ""
-        elif roll < 0.045:  # longer than many ranges' worth of short lines
-            text = " ".join(rng.choices(_WORDS, k=rng.randint(2_000, 30_000)))
+        elif roll < 0.041:  # a few long lines (up to ~20 KB)
+            text = " ".join(rng.choices(_WORDS, k=rng.randint(200, 3_000)))
         else:
-            text = " ".join(rng.choices(_WORDS, k=rng.randint(1, 40)))
+            text = " ".join(rng.choices(_WORDS, k=rng.randint(1, 12)))
         pool.append(text.encode() + (b"\r\n" if rng.random() < 0.3 else b"\n"))
     average = sum(map(len, pool)) / len(pool)
     lines = rng.choices(pool, k=max(1, int(size / average)))
@@ -169,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
         client.create_bucket(Bucket=BUCKET)
         client.put_object(Bucket=BUCKET, Key=KEY, Body=data)
         del data
+        warm_up(server.client(), BUCKET, KEY)
         print(
             f"wrote s3://{BUCKET}/{KEY} ({size / MB:.1f} MB, {expected['lines']} lines) to an embedded S3 at "
             f"{server.endpoint_url}; counting it as a chain with a {args.timeout:g} s timeout",

@@ -20,6 +20,7 @@ from ._cli_common import (
     parse_event,
     resolve_handler,
     runner_logs,
+    warm_up,
 )
 from .local import ChainReport, FaultPlan, SimClock, Simulator, VirtualClock, WallClock
 
@@ -123,19 +124,29 @@ def ensure_bucket(client: Any, bucket: str) -> None:
 
 
 @contextlib.contextmanager
-def s3_clients(endpoint: str | None) -> Iterator[Callable[[], Any]]:
-    """A zero-argument S3 client factory: the given endpoint's, or an embedded S3 started for the run."""
-    from .local.embedded_s3 import EmbeddedS3, MissingExtraError, isolated_client
+def s3_clients(endpoint: str | None, *, eager: bool) -> Iterator[Callable[[], Any]]:
+    """A zero-argument S3 client factory: the given endpoint's, or an embedded S3's.
+
+    The embedded S3 starts now when ``eager`` (there are files to upload), else on the first client asked
+    for, so a handler that never touches S3 runs without moto.
+    """
+    from .local.embedded_s3 import EmbeddedS3, MissingExtraError, environment_client
 
     if endpoint is not None:
-        yield lambda: isolated_client(endpoint)
+        yield lambda: environment_client(endpoint)
         return
+    server = EmbeddedS3()
+    if eager:
+        try:
+            server.start()
+        except MissingExtraError as exc:
+            raise UsageError(f"{exc} (or pass --s3-endpoint URL)") from exc
+
+    def client() -> Any:
+        return server.start().client()
+
     try:
-        server = EmbeddedS3().start()
-    except MissingExtraError as exc:
-        raise UsageError(f"{exc} (or pass --s3-endpoint URL)") from exc
-    try:
-        yield server.client
+        yield client
     finally:
         server.stop()
 
@@ -164,12 +175,13 @@ def run(args: argparse.Namespace) -> int:
     uploads = [parse_put(spec) for spec in args.put]
     with cwd_first_on_path():
         handler = resolve_handler(args.target)
-        with s3_clients(args.s3_endpoint) as factory:
+        with s3_clients(args.s3_endpoint, eager=bool(uploads)) as factory:
             if uploads:
                 client = factory()
                 for up in uploads:
                     ensure_bucket(client, up.bucket)
                     client.upload_file(str(up.local), up.bucket, up.key)
+                    warm_up(factory(), up.bucket, up.key)
                     print(f"uploaded {up.local} to s3://{up.bucket}/{up.key}", file=sys.stderr)
             clock: SimClock = VirtualClock() if args.virtual else WallClock()
             sim = Simulator(

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from ._envelope import DEFAULT_MAX_PAYLOAD_BYTES
 from ._errors import (
@@ -34,6 +34,7 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
     ObjectChangedError,
     ObjectNotFoundError,
     BucketNotFoundError,
+    ValidationError,
 )
 
 

@@ -49,14 +49,14 @@ class BudgetError(RecurseLambdaError):
 class ChunkTooLargeError(BudgetError):
     """A single chunk takes longer than a whole invocation can give it."""
 
-    def __init__(self, predicted_s: float, budget_s: float) -> None:
+    def __init__(self, predicted_s: float, budget_s: float, what: str | None = None) -> None:
         self.predicted_s = predicted_s
         self.budget_s = budget_s
-        super().__init__(
+        what = what or (
             f"a single chunk is predicted to take {predicted_s:.3f} s, but a whole invocation only has "
-            f"{budget_s:.3f} s for work after the hand-off reserve; yield more often (smaller chunks) "
-            "or raise the function's timeout"
+            f"{budget_s:.3f} s for work after the hand-off reserve"
         )
+        super().__init__(f"{what}; yield more often (smaller chunks) or raise the function's timeout")
 
 
 class GuardExceeded(RecurseLambdaError):

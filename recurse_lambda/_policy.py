@@ -31,7 +31,7 @@ class ChunkTimings:
     Lives in the warm container, so a hop that lands on a warm container starts with what earlier hops learned.
     """
 
-    __slots__ = ("_ring", "count", "max", "open_deadline", "open_since", "open_started", "total")
+    __slots__ = ("_ring", "count", "max", "total")
 
     def __init__(self, window: int = 1024) -> None:
         if window < 1:
@@ -40,11 +40,6 @@ class ChunkTimings:
         self.max = 0.0
         self.count = 0
         self.total = 0.0
-        # The chunk in progress and its invocation (start, deadline). An invocation killed by its timeout never
-        # clears ``open_since``, so the next invocation in this container learns how long that chunk ran at least.
-        self.open_since: float | None = None
-        self.open_started = 0.0
-        self.open_deadline = 0.0
 
     def add(self, seconds: float) -> None:
         ring = self._ring
@@ -56,21 +51,6 @@ class ChunkTimings:
             self.max = seconds
         elif evicted is not None and evicted >= self.max:
             self.max = max(ring)  # the maximum just left the window: rare, so a scan is fine
-
-    def close_unfinished(self) -> None:
-        """Account for a chunk that a killed invocation left running.
-
-        If it was the invocation's first chunk, no chunk fits in an invocation: :class:`ChunkTooLargeError`.
-        Otherwise it ran at least until the deadline, which is recorded as a duration.
-        """
-        since = self.open_since
-        if since is None:
-            return
-        self.open_since = None
-        budget = self.open_deadline - self.open_started
-        if since <= self.open_started:
-            raise ChunkTooLargeError(budget, budget)
-        self.add(self.open_deadline - since)
 
     def __len__(self) -> int:
         return len(self._ring)

@@ -16,9 +16,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._config import ChainConfig
-from ._envelope import Envelope, EnvelopeCodec, canonical, is_envelope
+from ._envelope import ENVELOPE_KEY, Envelope, EnvelopeCodec, canonical, is_envelope
 from ._errors import (
+    ChunkTooLargeError,
     ConfigurationError,
+    EnvelopeError,
+    EnvelopeSignatureError,
     HandOffError,
     LedgerConflict,
     LostLeaseError,
@@ -28,6 +31,7 @@ from ._errors import (
 from ._invoke import InvokeThrottled, same_version_target
 from ._ledger import ChainRecord, ChainStatus
 from ._policy import BudgetState
+from ._warm import FirstChunkMarker
 from ._world import InvocationStats, Outcome, Run, World
 
 log = logging.getLogger("recurse_lambda")
@@ -89,7 +93,10 @@ class Hop:
     def _run(self) -> dict[str, Any]:
         if is_destination_record(self.event):
             return self._abandoned(self.event)
-        env = self.codec.decode(self.event) if is_envelope(self.event) else self._first_envelope()
+        try:
+            env = self.codec.decode(self.event) if is_envelope(self.event) else self._first_envelope()
+        except (EnvelopeError, ConfigurationError) as exc:
+            return self._rejected(exc)
         self.env = env
         self.stats.chain_id, self.stats.hop = env.chain_id, env.hop
         progress = env.progress
@@ -110,7 +117,6 @@ class Hop:
             env = Envelope(env.chain_id, env.hop, progress, record.event, record.started_at, env.code_version)
             self.env = env
         self.stats.attempt = self.attempt
-        state = self.config.state.model_validate(progress["state"])
         pins: dict[str, dict[str, Any]] = dict(progress.get("pins") or {})
         run = Run(
             chain_id=env.chain_id,
@@ -126,6 +132,7 @@ class Hop:
             world=self.world,
         )
         try:
+            state = self.config.state.model_validate(progress["state"])
             if self.clock.time() - env.started_at > self.config.max_duration:
                 raise MaxDurationExceeded(
                     f"chain {env.chain_id} has run {self.clock.time() - env.started_at:.0f} s, over "
@@ -180,20 +187,22 @@ class Hop:
             handoff=warm.handoff,
         )
         policy = config.policy
-        timings.close_unfinished()  # may raise ChunkTooLargeError: then nothing of this hop has run
-        policy(budget)  # before any work: raises ChunkTooLargeError if even one chunk cannot fit
+        policy(budget)  # before any work: raises ChunkTooLargeError if the chunks seen so far cannot fit
+        first = FirstChunkMarker(warm, self.fn.__qualname__)
+        self._check_marker(first)
+        first.set(run.chain_id, run.hop, budget.budget)
+        marker: FirstChunkMarker | None = first  # None once the first chunk reached a safe point
         hook = self.world.on_safe_point
         every_chunks = config.checkpoint_every_chunks if self.ledger is not None else None
         every_seconds = config.checkpoint_every_seconds if self.ledger is not None else None
         since_chunks, last_checkpoint = 0, start
-        timings.open_started, timings.open_deadline = start, self.deadline
         try:
             while True:
-                timings.open_since = t
                 try:
                     next(out)
                 except StopIteration as stop:
-                    timings.open_since = None
+                    if marker is not None:
+                        marker.clear()
                     d = now() - t
                     timings.add(d)
                     stats.chunks += 1
@@ -201,9 +210,12 @@ class Hop:
                     run.chunk += 1
                     return self._finish(stop.value, state, run)
                 except Exception:
-                    timings.open_since = None  # an error, not a chunk that outlived the deadline
+                    if marker is not None:
+                        marker.clear()  # an error, not a chunk that outlived the invocation
                     raise
-                timings.open_since = None
+                if marker is not None:  # the first chunk reached a safe point
+                    marker.clear()
+                    marker = None
                 t2 = now()
                 d = t2 - t
                 t = t2
@@ -228,6 +240,25 @@ class Hop:
                     t = last_checkpoint  # the checkpoint's own time is not chunk time
         finally:
             out.close()
+
+    def _check_marker(self, marker: FirstChunkMarker) -> None:
+        """Fail with ChunkTooLargeError when an earlier attempt's first chunk never reached a safe point.
+
+        The marker cannot tell a timeout from a crash, so with a ledger only the last attempt gives up.
+        """
+        assert self.env is not None
+        previous = marker.previous(self.env.chain_id, self.env.hop)
+        if previous is None:
+            return
+        last = self.attempt is None or self.attempt >= self.config.max_attempts
+        if last:
+            marker.clear()
+            raise ChunkTooLargeError(
+                previous,
+                previous,
+                f"the first chunk of hop {self.env.hop} did not reach a safe point within a whole "
+                f"invocation ({previous:.3f} s) on an earlier attempt, which then timed out or crashed",
+            )
 
     def _progress(self, state: Any, run: Run) -> dict[str, Any]:
         return {"state": state.model_dump(mode="json"), "chunks": run.chunk, "pins": dict(run.pins)}
@@ -284,8 +315,8 @@ class Hop:
             )
         progress = self._progress(state, run)
         nxt = Envelope(env.chain_id, env.hop + 1, progress, env.event, env.started_at, env.code_version)
-        payload = self.codec.encode(nxt)  # spills or raises before anything is committed or invoked
         t0 = self.clock.now()
+        payload = self.codec.encode(nxt)  # spills or raises before anything is committed or invoked
         if self.ledger is not None:
             self.ledger.hand_off(
                 env.chain_id, hop=env.hop, owner=self.request_id, progress=progress, now=self.clock.time()
@@ -375,7 +406,14 @@ class Hop:
         if current.hop == env.hop + 1 and current.owner is None and current.handed_off_by == self.request_id:
             # This request id committed the hand-off, then died before (or while) invoking: send it again.
             # Claims are idempotent, so a second delivery of the next hop is dropped as a duplicate.
-            nxt = Envelope(env.chain_id, current.hop, current.progress, current.event, current.started_at)
+            nxt = Envelope(
+                env.chain_id,
+                current.hop,
+                current.progress,
+                current.event,
+                current.started_at,
+                env.code_version,
+            )
             self._invoke(self.codec.encode(nxt))
             return self._response(Outcome.RESENT, current.status, next_hop=current.hop)
         return self._response(Outcome.STALE, current.status)
@@ -422,6 +460,26 @@ class Hop:
         return self._response(
             Outcome.FAILED, ChainStatus.FAILED, error=error, last_state=updated.progress.get("state")
         )
+
+    def _rejected(self, exc: EnvelopeError | ConfigurationError) -> dict[str, Any]:
+        """An event that cannot be run: log it, and return (a retry would fail the same way).
+
+        A signature failure touches nothing: a forger must not be able to fail someone else's chain. An authentic
+        envelope that cannot be loaded (its spilled body is gone, say) fails its chain, so nothing is silently lost.
+        """
+        log.error("rejected an event: %s", error_text(exc))
+        body = self.event.get(ENVELOPE_KEY) if isinstance(self.event, Mapping) else None
+        if isinstance(exc, EnvelopeSignatureError) or self.ledger is None or not isinstance(body, Mapping):
+            return self._response(Outcome.REJECTED, None, error=error_text(exc))
+        try:
+            chain_id, hop = str(body["chain_id"]), int(body["hop"])
+            record = self.ledger.fail(
+                chain_id, hop=hop, owner=self.request_id, error=error_text(exc), now=self.clock.time()
+            )
+        except (KeyError, TypeError, ValueError, LedgerConflict):
+            return self._response(Outcome.REJECTED, None, error=error_text(exc))
+        self.env = Envelope(chain_id, hop, record.progress, record.event, record.started_at)
+        return self._response(Outcome.FAILED, ChainStatus.FAILED, error=error_text(exc))
 
     def _response(self, outcome: Outcome, status: ChainStatus | None, **extra: Any) -> dict[str, Any]:
         self.stats.outcome = outcome

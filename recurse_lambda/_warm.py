@@ -7,8 +7,14 @@ replacing it.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ._policy import ChunkTimings, HandOffTimings
@@ -25,7 +31,15 @@ def boto3_client(service: str) -> Any:
 class WarmState:
     """Learned chunk and hand-off timings, lazily created clients, and the S3 content cache of one container."""
 
-    def __init__(self, *, client_factory: ClientFactory | None = None, cache: Any | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        client_factory: ClientFactory | None = None,
+        cache: Any | None = None,
+        tmp_dir: str | None = None,
+    ) -> None:
+        # Memory is lost when Lambda re-initialises a runtime after a timeout or crash; /tmp is not.
+        self.tmp_dir = tmp_dir if tmp_dir is not None else tempfile.gettempdir()
         self.timings = ChunkTimings()
         self.handoff = HandOffTimings()
         self.invocations = 0
@@ -55,3 +69,37 @@ class WarmState:
 
             self._cache = S3Cache()
         return self._cache
+
+
+class FirstChunkMarker:
+    """A file in the container's tmp directory saying "this hop's first chunk is running".
+
+    An invocation killed by its timeout cannot clean up, and Lambda re-initialises the runtime (memory lost,
+    /tmp kept); the next attempt that finds the marker knows the first chunk never reached a safe point.
+    """
+
+    def __init__(self, warm: WarmState, handler_name: str) -> None:
+        digest = hashlib.sha256(handler_name.encode()).hexdigest()[:16]
+        self.path = Path(warm.tmp_dir) / f"recurse-lambda-{digest}.first-chunk"
+
+    def previous(self, chain_id: str, hop: int) -> float | None:
+        """The budget of an earlier invocation of this hop whose first chunk never finished, if any."""
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        if data.get("chain_id") == chain_id and data.get("hop") == hop:
+            return float(data.get("budget", 0.0))
+        return None
+
+    def set(self, chain_id: str, hop: int, budget: float) -> None:
+        try:
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"chain_id": chain_id, "hop": hop, "budget": budget}))
+            os.replace(tmp, self.path)
+        except OSError:  # a read-only or full /tmp only loses this diagnosis
+            pass
+
+    def clear(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.unlink(missing_ok=True)

@@ -7,7 +7,7 @@ import pytest
 from pydantic import BaseModel
 
 from recurse_lambda import Run, recursive
-from recurse_lambda.local import VirtualClock
+from recurse_lambda.local import Simulator, VirtualClock
 
 
 class Counter(BaseModel):
@@ -39,3 +39,9 @@ def counting_handler(clock: VirtualClock, log: list[tuple[str, int]] | None = No
 @pytest.fixture
 def clock() -> VirtualClock:
     return VirtualClock()
+
+
+def simulate(handler: Any, **options: Any) -> Simulator:
+    """A simulator with an in-memory ledger unless the test says otherwise (the handlers here declare none)."""
+    options.setdefault("ledger", "memory")
+    return Simulator(handler, **options)

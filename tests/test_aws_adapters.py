@@ -10,7 +10,15 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from recurse_lambda import ENVELOPE_KEY, HandOffError, InvokeThrottled, SystemClock, WarmState, recursive
+from recurse_lambda import (
+    ENVELOPE_KEY,
+    EnvelopeError,
+    HandOffError,
+    InvokeThrottled,
+    SystemClock,
+    WarmState,
+    recursive,
+)
 from recurse_lambda.aws import LambdaInvoker, S3SpillStore
 from recurse_lambda.local import FakeContext
 
@@ -66,6 +74,8 @@ def test_spill_store_round_trip_on_s3():
     ref = store.put("c/hop-000001.json", b'{"a": 1}')
     assert ref == {"bucket": "spill", "key": "envs/c/hop-000001.json"}
     assert store.get(ref) == b'{"a": 1}'
+    with pytest.raises(EnvelopeError, match="is gone"):  # expired: the chain cannot continue from it
+        store.get({"bucket": "spill", "key": "envs/expired.json"})
     with pytest.raises(HandOffError, match="s3://missing/"):
         S3SpillStore(lambda: s3, "missing").put("k", b"x")
 

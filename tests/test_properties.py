@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from recurse_lambda import Run, recursive
-from recurse_lambda.local import Commit, FaultPlan, Simulator, VirtualClock
+from recurse_lambda.local import Commit, FaultPlan, VirtualClock
+from tests.conftest import simulate
 
 # Hypothesis examples per run of the main property; each is a whole chain under a random fault schedule.
 # RECURSE_LAMBDA_SCHEDULES=5000 for a deeper search.
@@ -88,7 +89,7 @@ def test_faults_never_fork_lose_or_corrupt_a_chain(plan, seed, n, timeout, heavy
     durations = [min(0.2 * timeout, rng.lognormvariate(-3.0, sigma)) for _ in range(n)]
     clock = VirtualClock()
     handler = chain(clock, durations, checkpoint_every_chunks=every, max_attempts=retries + 1)
-    sim = Simulator(handler, timeout=timeout, clock=clock, faults=plan, seed=seed, max_retry_attempts=retries)
+    sim = simulate(handler, timeout=timeout, clock=clock, faults=plan, seed=seed, max_retry_attempts=retries)
     report = sim.run({"job": seed})
     assert report.status in ("SUCCEEDED", "FAILED"), report.timeline()
     if report.status == "SUCCEEDED":
@@ -108,7 +109,7 @@ def test_without_crashes_every_chain_succeeds_whatever_the_duplicates_and_thrott
     clock = VirtualClock()
     handler = chain(clock, [0.05] * n)
     plan = FaultPlan(duplicate=0.5, throttle=0.3, recycle=0.5)
-    sim = Simulator(handler, timeout=2.0, clock=clock, faults=plan, seed=seed)
+    sim = simulate(handler, timeout=2.0, clock=clock, faults=plan, seed=seed)
     report = sim.run({"job": seed})
     assert report.status == "SUCCEEDED", report.timeline()
     assert report.result == fault_free(n)
@@ -122,7 +123,7 @@ def test_fencing_prevents_a_fork_even_when_leases_expire_while_their_owner_runs(
     # the owner's next commit must fail (LostLeaseError) and it must stop, so there is still one writer.
     clock = VirtualClock()
     handler = chain(clock, [0.05] * n, checkpoint_every_chunks=every, lease_margin=-3.5)
-    sim = Simulator(
+    sim = simulate(
         handler, timeout=5.0, clock=clock, faults=FaultPlan(duplicate=0.9), seed=seed, duplicate_delay=5.0
     )
     report = sim.run({"job": seed})

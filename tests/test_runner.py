@@ -9,6 +9,7 @@ import pytest
 
 from recurse_lambda import (
     ENVELOPE_KEY,
+    ChainFailed,
     ChainStatus,
     InMemoryLedger,
     InvokeThrottled,
@@ -20,7 +21,7 @@ from recurse_lambda import (
     recursive,
 )
 from recurse_lambda.local import FakeContext, FaultPlan, MemorySpillStore, Simulator
-from tests.conftest import Counter, counting_handler, expected
+from tests.conftest import Counter, counting_handler, expected, simulate
 
 
 def test_a_plain_function_is_a_one_hop_chain_and_the_handler_stays_callable():
@@ -35,7 +36,7 @@ def test_a_plain_function_is_a_one_hop_chain_and_the_handler_stays_callable():
 
 
 def test_a_long_chain_gives_the_fault_free_result_with_high_utilisation(clock):
-    sim = Simulator(counting_handler(clock), timeout=10, clock=clock)
+    sim = simulate(counting_handler(clock), timeout=10, clock=clock)
     report = sim.run({"n": 1000})
     assert report.status == "SUCCEEDED"
     assert report.result == expected(1000)
@@ -47,7 +48,7 @@ def test_a_long_chain_gives_the_fault_free_result_with_high_utilisation(clock):
 
 
 def test_the_next_hop_targets_the_running_version(clock):
-    sim = Simulator(counting_handler(clock), timeout=10, clock=clock, function_version="7")
+    sim = simulate(counting_handler(clock), timeout=10, clock=clock, function_version="7")
     sim.run({"n": 300})
     assert sim.invoke_targets and all(t.endswith("function:recurse-lambda-sim:7") for t in sim.invoke_targets)
 
@@ -97,7 +98,7 @@ def test_large_state_spills_and_the_chain_completes(clock):
         return {"i": state.i, "event_len": len(event["blob"])}
 
     spill = MemorySpillStore()
-    report = Simulator(handler, timeout=10, clock=clock, spill=spill).run({"blob": big})
+    report = simulate(handler, timeout=10, clock=clock, spill=spill).run({"blob": big})
     assert report.result == {"i": 300, "event_len": 5000}
     assert len(spill.objects) == report.hops - 1
 
@@ -109,7 +110,7 @@ def test_oversized_envelope_without_spill_fails_before_any_invoke(clock):
             clock.advance(0.1)
             yield
 
-    sim = Simulator(handler, timeout=10, clock=clock)
+    sim = simulate(handler, timeout=10, clock=clock)
     report = sim.run({"blob": "x" * 5000})
     assert report.status == "FAILED" and "no spill bucket" in report.error
     assert sim.invoke_targets == [] and report.invocations == 1
@@ -128,21 +129,44 @@ def test_signed_chain_runs_and_a_forged_envelope_is_rejected_processing_nothing(
         return state.i
 
     env = {"RECURSE_LAMBDA_SIGNING_KEY": "s3cret"}
-    report = Simulator(handler, timeout=10, clock=clock, environ=env).run({})
+    report = simulate(handler, timeout=10, clock=clock, environ=env).run({})
     assert report.result == 200 and report.hops > 1
     calls.clear()
     forged = {ENVELOPE_KEY: {"v": 1, "chain_id": report.chain_id, "hop": 1, "started_at": 0, "progress": {}}}
-    sim = Simulator(handler, timeout=10, clock=clock, environ=env, max_retry_attempts=0, route_failures=False)
+    sim = simulate(handler, timeout=10, clock=clock, environ=env)
     bad = sim.run(forged)
-    assert calls == []
-    assert bad.rows[0].outcome == "error" and "EnvelopeSignatureError" in bad.rows[0].error
+    assert calls == [] and sim.commits == []
+    assert bad.invocations == 1  # rejected once, not retried: a retry would be rejected the same way
+    assert bad.rows[0].outcome == "rejected"
+
+
+def test_an_authentic_envelope_whose_spilled_body_is_gone_fails_its_chain(clock):
+    @recursive(state=Counter, max_payload_bytes=2000)
+    def handler(event, state, run):
+        while True:
+            clock.advance(0.1)
+            yield
+
+    spill = MemorySpillStore()
+    sim = simulate(handler, timeout=10, clock=clock, spill=spill)
+    original_put = spill.put
+
+    def put_then_lose(key, body):
+        ref = original_put(key, body)
+        del spill.objects[key]  # the lifecycle rule expired it before the next hop read it
+        return ref
+
+    spill.put = put_then_lose
+    report = sim.run({"blob": "x" * 5000})
+    assert report.status == "FAILED" and "spilled envelope body" in report.error
+    assert [r.outcome for r in report.rows] == ["handed_off", "failed"]
 
 
 def test_a_lambda_retry_resumes_from_the_last_checkpoint_and_loses_bounded_work(clock):
     log: list[tuple[str, int]] = []
     handler = counting_handler(clock, log, checkpoint_every_chunks=10)
     # Invocation 1 crashes at a random moment mid-work; Lambda retries it with the same request id.
-    sim = Simulator(handler, timeout=10, clock=clock, faults=FaultPlan(crash_at=(("safe_point", 1),)))
+    sim = simulate(handler, timeout=10, clock=clock, faults=FaultPlan(crash_at=(("safe_point", 1),)))
     report = sim.run({"n": 200})
     assert report.result == expected(200)
     assert [r.kind for r in report.rows[:2]] == ["first", "retry"]
@@ -158,7 +182,7 @@ def test_idempotency_keys_are_stable_across_retries_and_crashes(clock):
     succeeded = redone = 0
     for seed in range(5):
         log.clear()
-        report = Simulator(handler, timeout=5, clock=clock, faults=faults, seed=seed).run({"n": 400})
+        report = simulate(handler, timeout=5, clock=clock, faults=faults, seed=seed).run({"n": 400})
         seen: dict[str, int] = {}
         for key, i in log:
             assert seen.setdefault(key, i) == i
@@ -171,7 +195,7 @@ def test_idempotency_keys_are_stable_across_retries_and_crashes(clock):
 
 
 def test_duplicate_deliveries_do_no_work(clock):
-    sim = Simulator(counting_handler(clock), timeout=10, clock=clock, faults=FaultPlan(duplicate=1.0))
+    sim = simulate(counting_handler(clock), timeout=10, clock=clock, faults=FaultPlan(duplicate=1.0))
     report = sim.run({"n": 500})
     assert report.result == expected(500)
     dups = [r for r in report.rows if r.kind == "duplicate"]
@@ -180,7 +204,7 @@ def test_duplicate_deliveries_do_no_work(clock):
 
 
 def test_a_hand_off_lost_between_ledger_and_invoke_is_sent_again_by_the_retry(clock):
-    sim = Simulator(
+    sim = simulate(
         counting_handler(clock), timeout=10, clock=clock, faults=FaultPlan(crash_at=(("before_invoke", 1),))
     )
     report = sim.run({"n": 300})
@@ -198,7 +222,7 @@ def test_after_the_last_attempt_the_chain_fails_with_its_last_committed_state(cl
                 raise RuntimeError("bad record at 13")
             yield
 
-    report = Simulator(handler, timeout=10, clock=clock).run({})
+    report = simulate(handler, timeout=10, clock=clock).run({})
     assert report.status == "FAILED" and "bad record at 13" in report.error
     assert report.last_state == {"i": 10, "total": 0}
     assert [r.kind for r in report.rows] == ["first", "retry", "retry"]
@@ -212,41 +236,48 @@ def test_a_permanent_error_fails_the_chain_at_once(clock):
         raise ObjectChangedError("b", "k", '"old"', '"new"')
         yield
 
-    report = Simulator(handler, timeout=10, clock=clock).run({})
+    report = simulate(handler, timeout=10, clock=clock).run({})
     assert report.status == "FAILED" and report.invocations == 1
     assert 'pinned ETag "old", now "new"' in report.error
 
 
 def test_max_hops_fails_the_chain_cleanly_keeping_its_state(clock):
-    sim = Simulator(counting_handler(clock, max_hops=3), timeout=10, clock=clock)
+    sim = simulate(counting_handler(clock, max_hops=3), timeout=10, clock=clock)
     report = sim.run({"n": 10_000})
     assert report.status == "FAILED" and "max_hops=3" in report.error
     assert report.invocations == 3 and report.last_state["i"] == sum(r.chunks for r in report.rows)
 
 
 def test_max_duration_fails_the_chain_cleanly(clock):
-    sim = Simulator(counting_handler(clock, max_duration=25.0), timeout=10, clock=clock)
+    sim = simulate(counting_handler(clock, max_duration=25.0), timeout=10, clock=clock)
     report = sim.run({"n": 10_000})
     assert report.status == "FAILED" and "max_duration=25" in report.error
 
 
 def test_a_chunk_that_cannot_fit_is_an_error_not_a_timeout(clock):
-    sim = Simulator(counting_handler(clock), timeout=10, clock=clock)
+    sim = simulate(counting_handler(clock), timeout=10, clock=clock)
     report = sim.run({"n": 5, "chunk": 6.0})
     assert report.status == "FAILED" and "smaller chunks" in report.error
     assert report.timeouts == 0
 
 
-def test_a_chunk_longer_than_the_invocation_fails_after_one_timeout_in_a_warm_container(clock):
-    sim = Simulator(counting_handler(clock), timeout=10, clock=clock)
+def test_a_first_chunk_longer_than_the_invocation_ends_in_chunk_too_large_not_retries_exhausted(clock):
+    # Each attempt is killed at its deadline and Lambda re-initialises the runtime (memory lost, /tmp kept):
+    # the marker left in /tmp tells the last attempt why, so the chain fails with the right error.
+    sim = simulate(counting_handler(clock), timeout=10, clock=clock)
     report = sim.run({"n": 5, "chunk": 30.0})
     assert report.status == "FAILED" and "ChunkTooLargeError" in report.error
-    assert [r.outcome for r in report.rows] == ["timeout", "failed"]
+    assert "did not reach a safe point" in report.error
+    assert [r.outcome for r in report.rows] == ["timeout", "timeout", "failed"]
+    stateless = simulate(counting_handler(clock), timeout=10, clock=clock, ledger=None).run(
+        {"n": 5, "chunk": 30.0}
+    )
+    assert [r.outcome for r in stateless.rows] == ["timeout", "failed"]
 
 
 def test_timeouts_kill_and_nothing_is_committed_after_a_deadline(clock):
     faults = FaultPlan(hang=0.4)
-    sim = Simulator(
+    sim = simulate(
         counting_handler(clock, checkpoint_every_chunks=3), timeout=5, clock=clock, faults=faults, seed=1
     )
     report = sim.run({"n": 300})
@@ -260,7 +291,7 @@ def test_timeouts_kill_and_nothing_is_committed_after_a_deadline(clock):
 
 
 def test_recursive_loop_detection_stops_the_chain_and_explains_it(clock):
-    sim = Simulator(counting_handler(clock), timeout=10, clock=clock, recursion="Terminate")
+    sim = simulate(counting_handler(clock), timeout=10, clock=clock, recursion="Terminate")
     report = sim.run({"n": 10_000})
     assert report.status == "FAILED" and "RecursiveLoop" in report.error
     assert sum(1 for r in report.rows if r.kind != "destination") == 16
@@ -268,7 +299,7 @@ def test_recursive_loop_detection_stops_the_chain_and_explains_it(clock):
 
 
 def test_recycled_containers_start_cold_and_the_result_holds(clock):
-    sim = Simulator(counting_handler(clock), timeout=10, clock=clock, faults=FaultPlan(recycle=1.0))
+    sim = simulate(counting_handler(clock), timeout=10, clock=clock, faults=FaultPlan(recycle=1.0))
     report = sim.run({"n": 500})
     assert report.result == expected(500)
     assert all(r.cold for r in report.rows)
@@ -287,15 +318,15 @@ def test_cancel_stops_the_chain_at_its_next_commit(clock):
                 ledger.cancel(run.chain_id, now=0.0)  # an operator cancels the chain mid-hop
             yield
 
-    report = Simulator(handler, timeout=10, clock=clock, ledger=ledger).run({})
+    report = simulate(handler, timeout=10, clock=clock, ledger=ledger).run({})
     assert report.status == "CANCELLED"
     assert report.rows[-1].hop == 2 and report.rows[-1].outcome == "lost_lease"
 
 
 def test_stateless_mode_works_without_a_ledger_but_duplicates_fork(clock):
-    report = Simulator(counting_handler(clock), timeout=10, clock=clock, ledger=None).run({"n": 300})
+    report = simulate(counting_handler(clock), timeout=10, clock=clock, ledger=None).run({"n": 300})
     assert (report.status, report.result) == ("SUCCEEDED", expected(300))
-    forked = Simulator(
+    forked = simulate(
         counting_handler(clock), timeout=10, clock=clock, ledger=None, faults=FaultPlan(duplicate=1.0)
     )
     fork_report = forked.run({"n": 300})
@@ -305,8 +336,8 @@ def test_stateless_mode_works_without_a_ledger_but_duplicates_fork(clock):
 def test_a_business_key_starts_one_chain_per_job(clock):
     ledger = InMemoryLedger()
     handler = counting_handler(clock, chain_id=lambda e: f"job-{e['job']}")
-    first = Simulator(handler, timeout=10, clock=clock, ledger=ledger).run({"n": 300, "job": 7})
-    again = Simulator(handler, timeout=10, clock=clock, ledger=ledger).run({"n": 300, "job": 7})
+    first = simulate(handler, timeout=10, clock=clock, ledger=ledger).run({"n": 300, "job": 7})
+    again = simulate(handler, timeout=10, clock=clock, ledger=ledger).run({"n": 300, "job": 7})
     assert first.chain_id == again.chain_id == "job-7"
     assert again.invocations == 1
     assert again.first_response["status"] == "SUCCEEDED" and again.first_response["result"] == expected(300)
@@ -315,7 +346,7 @@ def test_a_business_key_starts_one_chain_per_job(clock):
 
 def test_a_first_hop_that_never_succeeds_is_recorded_failed_from_the_destination_record(clock):
     faults = FaultPlan(crash_at=(("after_claim", 1), ("after_claim", 2), ("after_claim", 3)))
-    sim = Simulator(counting_handler(clock), timeout=10, clock=clock, faults=faults)
+    sim = simulate(counting_handler(clock), timeout=10, clock=clock, faults=faults)
     report = sim.run({"n": 300})
     assert report.status == "FAILED" and "RetriesExhausted" in report.error
     assert [r.kind for r in report.rows] == ["first", "retry", "retry", "destination"]
@@ -323,11 +354,12 @@ def test_a_first_hop_that_never_succeeds_is_recorded_failed_from_the_destination
 
 def test_initial_state_from_the_event_and_its_type_is_checked(clock):
     handler = counting_handler(clock, initial_state=lambda e: Counter(i=e["from"]))
-    report = Simulator(handler, timeout=10, clock=clock).run({"n": 10, "from": 5})
+    report = simulate(handler, timeout=10, clock=clock).run({"n": 10, "from": 5})
     assert report.result["i"] == 10 and report.result["total"] == sum(i * i for i in range(5, 10))
     wrong = counting_handler(clock, initial_state=lambda e: {"i": 0})
-    report = Simulator(wrong, timeout=10, clock=clock, max_retry_attempts=0).run({"n": 3})
-    assert "initial_state returned dict" in report.rows[0].error
+    report = simulate(wrong, timeout=10, clock=clock).run({"n": 3})
+    assert report.rows[0].outcome == "rejected" and report.invocations == 1
+    assert "initial_state returned dict" in report.first_response["error"]
 
 
 @pytest.mark.parametrize(
@@ -350,7 +382,7 @@ def test_a_result_that_is_not_json_fails_the_chain_clearly(clock):
     def handler(event, state, run):
         return object()
 
-    report = Simulator(handler, timeout=10, clock=clock).run({})
+    report = simulate(handler, timeout=10, clock=clock).run({})
     assert report.status == "FAILED" and "JSON-serialisable" in report.error
 
 
@@ -363,3 +395,21 @@ def test_the_response_payload_of_a_hand_off_is_a_valid_envelope(clock):
     assert body["hop"] == 1 and body["event"] == {"n": 1000} and body["progress"]["state"]["i"] > 0
     assert body["progress"]["chunks"] == body["progress"]["state"]["i"]
     assert ChainStatus.RUNNING == "RUNNING"
+
+
+def test_the_simulator_follows_the_handlers_own_ledger_configuration(clock):
+    stateless = counting_handler(clock)
+    assert Simulator(stateless, clock=clock).ledger is None
+    ledger = InMemoryLedger()
+    with_ledger = counting_handler(clock, ledger=ledger)
+    report = Simulator(with_ledger, timeout=10, clock=clock).run({"n": 200})
+    assert report.result == expected(200) and ledger.get(report.chain_id).status == "SUCCEEDED"
+
+
+def test_raise_for_status_carries_the_error_and_the_last_state(clock):
+    report = simulate(counting_handler(clock, max_hops=2), timeout=10, clock=clock).run({"n": 10_000})
+    with pytest.raises(ChainFailed) as info:
+        report.raise_for_status()
+    assert "max_hops=2" in info.value.error and info.value.last_state["i"] > 0
+    ok = simulate(counting_handler(clock), timeout=10, clock=clock).run({"n": 10})
+    assert ok.raise_for_status() is ok

@@ -7,7 +7,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from .._errors import HandOffError
+from .._errors import EnvelopeError, HandOffError
 
 
 class S3SpillStore:
@@ -35,7 +35,9 @@ class S3SpillStore:
         try:
             body: bytes = self._s3().get_object(Bucket=ref["bucket"], Key=ref["key"])["Body"].read()
         except ClientError as exc:
-            raise HandOffError(
-                f"could not load the spilled envelope s3://{ref['bucket']}/{ref['key']}"
-            ) from exc
+            url = f"s3://{ref['bucket']}/{ref['key']}"
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "NoSuchBucket", "404"):
+                # Gone for good (expired by the lifecycle rule?): the chain cannot continue from it.
+                raise EnvelopeError(f"the spilled envelope body {url} is gone") from exc
+            raise HandOffError(f"could not load the spilled envelope {url}: {exc}") from exc  # retried
         return body

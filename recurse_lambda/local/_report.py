@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .._errors import ChainFailed
+
 
 @dataclass
 class InvocationRow:
@@ -21,7 +23,7 @@ class InvocationRow:
     hop: int | None = None
     chunks: int = 0
     chunk_time: float = 0.0
-    outcome: str = ""  # the runner's outcome, or timeout / crash / error / throttled-away
+    outcome: str = ""  # the runner's outcome, or timeout / crash / error
     error: str | None = None
 
     @property
@@ -84,6 +86,14 @@ class ChainReport:
     def utilization(self) -> float:
         """Chunk time over billed time, across every invocation of the chain."""
         return self.chunk_time / self.billed if self.billed > 0 else 0.0
+
+    def raise_for_status(self) -> ChainReport:
+        """Raise :class:`ChainFailed` (with the error and last committed state) unless the chain SUCCEEDED."""
+        if self.status != "SUCCEEDED":
+            raise ChainFailed(
+                self.chain_id or "?", self.error or f"chain ended {self.status}", self.last_state
+            )
+        return self
 
     def summary(self) -> dict[str, Any]:
         """The figures ``recurse-lambda simulate --json`` prints."""

@@ -8,6 +8,9 @@ a failed or timed-out invocation with the same request id after about 1 and 2 mi
 with new request ids, throttled invokes, timeouts that kill the invocation at its deadline, warm and recycled
 containers, recursive-loop termination after 16 invocations, and the on-failure destination.
 
+After a timeout or a crash Lambda re-initialises the runtime: the container's memory (its warm state) is
+replaced, its /tmp directory is kept. After a handled exception the runtime carries on.
+
 Not modelled: concurrency limits (every delivery gets a container at once), and overlap under a WallClock.
 """
 
@@ -15,14 +18,18 @@ from __future__ import annotations
 
 import heapq
 import json
+import os
 import random
+import shutil
+import tempfile
 import uuid
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .._envelope import SpillStore
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, EnvelopeError
 from .._invoke import InvokeThrottled
 from .._ledger import ChainRecord, InMemoryLedger, Ledger
 from .._recursive import RecursiveHandler
@@ -48,7 +55,10 @@ class MemorySpillStore:
         return {"bucket": "memory", "key": key}
 
     def get(self, ref: Mapping[str, Any]) -> bytes:
-        return self.objects[str(ref["key"])]
+        try:
+            return self.objects[str(ref["key"])]
+        except KeyError:
+            raise EnvelopeError(f"the spilled envelope body {ref['key']!r} is gone") from None
 
 
 @dataclass(order=True)
@@ -75,11 +85,17 @@ class Commit:
 
 
 class _Container:
-    def __init__(self, number: int, warm: WarmState) -> None:
+    def __init__(self, number: int, tmp_dir: str, clients: Callable[[str], Any]) -> None:
         self.number = number
-        self.warm = warm
+        self.tmp_dir = tmp_dir
+        self.clients = clients
+        self.warm = WarmState(client_factory=clients, tmp_dir=tmp_dir)
         self.used = False
         self.busy = False
+
+    def reset_runtime(self) -> None:
+        """What Lambda does after a timeout or crash: memory is lost, /tmp is kept."""
+        self.warm = WarmState(client_factory=self.clients, tmp_dir=self.tmp_dir)
 
 
 class Simulator:
@@ -91,7 +107,7 @@ class Simulator:
         *,
         timeout: float = 60.0,
         clock: SimClock | None = None,
-        ledger: Ledger | str | None = "memory",
+        ledger: Ledger | str | None = "config",
         max_retry_attempts: int = 2,
         retry_delays: tuple[float, float] = (60.0, 120.0),
         recursion: str = "Allow",
@@ -122,9 +138,9 @@ class Simulator:
         self.handler = handler
         self.timeout = timeout
         self.clock = clock if clock is not None else VirtualClock()
-        inner = InMemoryLedger() if ledger == "memory" else ledger
+        inner = {"config": handler.config.ledger, "memory": InMemoryLedger()}.get(ledger, ledger)  # type: ignore[arg-type]
         if isinstance(inner, str):
-            raise ConfigurationError("ledger must be a Ledger, None (stateless mode) or 'memory'")
+            raise ConfigurationError("ledger must be a Ledger, None (stateless mode), 'config' or 'memory'")
         self.ledger: Ledger | None = inner
         self.max_retry_attempts = max_retry_attempts
         self.retry_delays = retry_delays
@@ -153,6 +169,7 @@ class Simulator:
         self._seq = 0
         self._containers: list[_Container] = []
         self._containers_made = 0
+        self._tmp_root: str | None = None
         self._scheduler: Scheduler | None = None
         self._report: ChainReport | None = None
         self._number = 0
@@ -225,7 +242,12 @@ class Simulator:
                 return factory()
             raise ConfigurationError(f"the simulator provides no {service!r} client")
 
-        container = _Container(self._containers_made, WarmState(client_factory=clients))
+        if self._tmp_root is None:
+            self._tmp_root = tempfile.mkdtemp(prefix="recurse-lambda-sim-")
+            weakref.finalize(self, shutil.rmtree, self._tmp_root, True)
+        tmp_dir = os.path.join(self._tmp_root, f"container-{self._containers_made}")
+        os.makedirs(tmp_dir)
+        container = _Container(self._containers_made, tmp_dir, clients)
         self._containers_made += 1
         self._containers.append(container)
         return container
@@ -293,6 +315,8 @@ class Simulator:
             self.clock.deadline = None
             container.busy = False
             row.end = self.clock.peek()
+        if failed in ("timeout", "crash"):
+            container.reset_runtime()
         if live:
             stats = live[0]
             row.hop, row.chunks, row.chunk_time = stats.hop, stats.chunks, stats.chunk_time
