@@ -1,0 +1,183 @@
+"""CSV records, resumable at any record start, quoted fields with newlines included.
+
+Physical lines are split like a file opened with ``newline=""`` (``\\n``, ``\\r\\n`` or ``\\r``) and fed to the
+standard ``csv`` module one at a time; the bytes it has pulled when a record is complete give that record's end,
+so a quoted field spanning lines (or ranges) ends the record where the csv module says it ends.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from typing import Any
+
+from ._lines import check_encoding, iter_regions
+from ._prefetch import ByteSource, RangeFetcher
+from ._readers import DEFAULT_PREFETCH, DEFAULT_RANGE_SIZE, MalformedRecordError, _ListBlock, _Reader
+
+__all__ = ["CsvReader"]
+
+_HEADER_RANGE = 64 * 1024
+
+
+class _BadBytes(Exception):
+    """Undecodable bytes in a line; becomes a MalformedRecordError at the start of the record."""
+
+
+class _Feed:
+    """The csv module's input: decoded physical lines, counting the bytes handed out."""
+
+    __slots__ = ("_codec", "_errors", "_lines", "consumed", "regions")
+
+    def __init__(self, ranges: RangeFetcher, start: int, codec: str, bom: bool, errors: str) -> None:
+        self.consumed = start
+        self.regions = 0
+        self._codec = codec
+        self._errors = errors
+        self._lines = self._physical(ranges, start, bom)
+
+    def __iter__(self) -> _Feed:
+        return self
+
+    def __next__(self) -> str:
+        raw = next(self._lines)
+        try:
+            text = raw.decode(self._codec, self._errors)
+        except UnicodeDecodeError as exc:
+            raise _BadBytes(
+                f"bytes not valid {self._codec} at byte {self.consumed + exc.start} ({exc.reason})"
+            ) from exc
+        self.consumed += len(raw)
+        return text
+
+    def _physical(self, ranges: RangeFetcher, start: int, bom: bool) -> Iterator[bytes]:
+        for offset, data, cut, _final in iter_regions(ranges, start):
+            self.regions += 1
+            region = data if cut == len(data) else data[:cut]
+            lines = region.splitlines(keepends=True)  # bytes split on \n, \r\n and \r only, as newline=""
+            if bom and offset == 0 and region.startswith(b"\xef\xbb\xbf"):
+                self.consumed += 3
+                lines[0] = lines[0][3:]
+            yield from lines
+
+
+class CsvReader(_Reader[Any]):
+    """CSV records from byte offset ``start`` (0 or a ``batch.end``), as dicts when there is a header.
+
+    With ``has_header`` and no ``header``, the header row is read: from the records at ``start == 0``, or from
+    the start of the object otherwise (an extra small read). Keep :attr:`header` in the chain's state and pass
+    it back as ``header=`` when resuming to skip that read. With ``header`` given and ``has_header`` true,
+    the file's own header row is skipped at ``start == 0``. Without any header, records are lists (blank lines
+    give ``[]``, as with ``csv.reader``); dict rows follow ``csv.DictReader`` (``restkey``, ``restval``, blank
+    lines skipped). Dialect options (``delimiter``, ``quotechar``, ``escapechar``, ``doublequote``,
+    ``skipinitialspace``, ``quoting``, ``strict``) go to the csv module. A record the csv module rejects
+    raises :class:`MalformedRecordError` after the records before it are delivered.
+    """
+
+    def __init__(
+        self,
+        source: ByteSource,
+        start: int = 0,
+        *,
+        header: list[str] | None = None,
+        has_header: bool = True,
+        encoding: str = "utf-8",
+        errors: str = "strict",
+        restkey: str | None = None,
+        restval: Any = None,
+        dialect: str | csv.Dialect | type[csv.Dialect] = "excel",
+        range_size: int = DEFAULT_RANGE_SIZE,
+        prefetch: int = DEFAULT_PREFETCH,
+        **fmtparams: Any,
+    ) -> None:
+        super().__init__(source, start, range_size=range_size, prefetch=prefetch)
+        self._codec, self._bom = check_encoding(encoding)
+        self._errors = errors
+        self._header = list(header) if header is not None else None
+        self._has_header = has_header
+        self._restkey = restkey
+        self._restval = restval
+        self._dialect = dialect
+        self._fmtparams = fmtparams
+        csv.reader([], dialect, **fmtparams)  # reject bad dialect options now, not at the first read
+        self._feed: _Feed | None = None
+        self._rows: Iterator[list[str]] | None = None
+
+    @property
+    def header(self) -> list[str] | None:
+        """The column names (read now if needed), or None without a header (or for an empty object)."""
+        if self._header is None and self._has_header and not self._closed:
+            self._open()
+        return self._header
+
+    def _open(self) -> tuple[_Feed, Iterator[list[str]]]:
+        if self._feed is not None and self._rows is not None:
+            return self._feed, self._rows
+        feed = self._new_feed(self._ranges(), self.start)
+        rows = csv.reader(feed, self._dialect, **self._fmtparams)
+        if self._has_header and self.start == 0:
+            first = next(rows, None)
+            if self._header is None:
+                self._header = first
+            self.position = feed.consumed
+        elif self._has_header and self._header is None:
+            self._header = self._read_header()
+        self._feed, self._rows = feed, rows
+        return feed, rows
+
+    def _new_feed(self, ranges: RangeFetcher, start: int) -> _Feed:
+        return _Feed(ranges, start, self._codec, self._bom, self._errors)
+
+    def _read_header(self) -> list[str] | None:
+        ranges = self._ranges(0, min(self._range_size, _HEADER_RANGE))
+        try:
+            return next(csv.reader(self._new_feed(ranges, 0), self._dialect, **self._fmtparams), None)
+        finally:
+            ranges.close()
+
+    def _as_dict(self, row: list[str], header: list[str]) -> dict[Any, Any]:
+        record: dict[Any, Any] = dict(zip(header, row, strict=False))
+        if len(row) > len(header):
+            record[self._restkey] = row[len(header) :]
+        elif len(row) < len(header):
+            for name in header[len(row) :]:
+                record[name] = self._restval
+        return record
+
+    def _parse(self) -> Iterator[_ListBlock[Any]]:
+        feed, rows = self._open()
+        header = self._header
+        records: list[Any] = []
+        starts: list[int] = []
+        ends: list[int] = []
+        block_start, region = feed.consumed, feed.regions
+        while True:
+            at = feed.consumed
+            try:
+                row = next(rows)
+            except StopIteration:
+                break
+            except (csv.Error, _BadBytes) as exc:
+                block = _ListBlock(records, starts, ends, block_start, at)
+                block.error = MalformedRecordError(
+                    str(exc),
+                    offset=at,
+                    bucket=getattr(self.source, "bucket", None),
+                    key=getattr(self.source, "key", None),
+                )
+                block.error.__cause__ = exc.__cause__ or exc
+                yield block
+                return
+            if header is not None:
+                if not row:
+                    continue
+                records.append(self._as_dict(row, header))
+            else:
+                records.append(row)
+            starts.append(at)
+            ends.append(feed.consumed)
+            if feed.regions != region:  # a block per parsed piece: batches() without sizes follows them
+                yield _ListBlock(records, starts, ends, block_start, feed.consumed)
+                records, starts, ends = [], [], []
+                block_start, region = feed.consumed, feed.regions
+        yield _ListBlock(records, starts, ends, block_start, feed.consumed)

@@ -1,0 +1,330 @@
+"""Resumable readers: records out of a byte source, in batches that say where to resume.
+
+Every reader starts at a byte offset and yields :class:`Batch` objects. ``batch.end`` is the offset of the next
+unread record: store it in the cursor, and a reader started there in the next hop continues exactly after the
+batch. Parsing works on whole ranges (``range_size`` bytes) with the next ones prefetched, so memory stays flat
+whatever the object's size (except for a single record longer than a range, which is held whole).
+
+The readers only need ``source.size`` and ``source.read(start, end)`` (see :class:`ByteSource`), so they run
+over a :class:`PinnedSource` in production and over an in-memory fake in tests.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from itertools import accumulate, chain, repeat
+from operator import add
+from types import TracebackType
+from typing import Generic, Self, TypeVar
+
+from .._errors import RecurseLambdaError
+from ._prefetch import ByteSource, RangeFetcher
+
+__all__ = ["DEFAULT_RANGE_SIZE", "Batch", "ByteSource", "ChunkReader", "MalformedRecordError"]
+
+T = TypeVar("T")
+
+DEFAULT_RANGE_SIZE = 8 * 1024 * 1024
+# Ranges fetched ahead while one is parsed: two keep a request in flight when parsing outruns S3's latency.
+DEFAULT_PREFETCH = 2
+
+
+class MalformedRecordError(RecurseLambdaError):
+    """A record cannot be parsed; ``offset`` is the byte where it starts (resume past it by hand if you must)."""
+
+    def __init__(
+        self, message: str, *, offset: int, bucket: str | None = None, key: str | None = None
+    ) -> None:
+        self.offset = offset
+        self.bucket = bucket
+        self.key = key
+        where = f"s3://{bucket}/{key}" if bucket is not None and key is not None else "the object"
+        super().__init__(f"malformed record at byte {offset} of {where}: {message}")
+
+
+@dataclass(slots=True)
+class Batch(Generic[T]):
+    """Consecutive records; ``start`` is the offset of the first, ``end`` the offset to resume from."""
+
+    records: list[T]
+    start: int
+    end: int
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.records)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the object this batch covers."""
+        return self.end - self.start
+
+
+class _Block(Generic[T]):
+    """Records parsed from one stretch of the object, with a way to find each record's byte offsets.
+
+    ``error`` is raised once the records before it have been delivered; ``skipped`` lists the records a
+    lenient reader passed over, as ``(offset, reason)``.
+    """
+
+    __slots__ = ("end", "error", "records", "skipped", "start")
+
+    def __init__(self, records: list[T], start: int, end: int) -> None:
+        self.records = records
+        self.start = start
+        self.end = end
+        self.error: BaseException | None = None
+        self.skipped: list[tuple[int, str]] = []
+
+    def start_of(self, i: int) -> int:
+        """The offset where record ``i`` starts."""
+        raise NotImplementedError
+
+    def end_of(self, j: int) -> int:
+        """The offset right after record ``j - 1`` (``j >= 1``)."""
+        raise NotImplementedError
+
+    def fit(self, i: int, hi: int, limit: int) -> int:
+        """The largest ``j`` in ``[i, hi]`` such that records ``i .. j-1`` end at or before ``limit``."""
+        raise NotImplementedError
+
+
+class _UniformBlock(_Block[T]):
+    """Contiguous records whose sizes are ``len(sized[k]) + sep`` bytes (lines and their terminators).
+
+    Offsets are computed only where a batch boundary falls, and at C speed (``sum(map(len, ...))``): a
+    per-record offset list would cost more than splitting the range did.
+    """
+
+    __slots__ = ("_bounds", "_ci", "_co", "_sep", "_sized")
+
+    def __init__(
+        self, records: list[T], start: int, end: int, sized: list[bytes] | list[str], sep: int
+    ) -> None:
+        super().__init__(records, start, end)
+        self._sized = sized
+        self._sep = sep
+        self._bounds: list[int] | None = None
+        self._ci = 0  # a cursor: record index and its start offset, as batches move forward
+        self._co = start
+
+    def bounds(self) -> list[int]:
+        """``bounds[k]`` is where record ``k`` starts; ``bounds[len(records)]`` is the end."""
+        if self._bounds is None:
+            sizes = map(add, map(len, self._sized), repeat(self._sep))
+            self._bounds = list(accumulate(sizes, initial=self.start))
+        return self._bounds
+
+    def start_of(self, i: int) -> int:
+        return self.end_of(i) if i else self.start
+
+    def end_of(self, j: int) -> int:
+        if j == len(self.records):
+            return self.end
+        if self._bounds is not None:
+            return self._bounds[j]
+        if j < self._ci:
+            self._ci, self._co = 0, self.start
+        self._co += sum(map(len, self._sized[self._ci : j])) + self._sep * (j - self._ci)
+        self._ci = j
+        return self._co
+
+    def fit(self, i: int, hi: int, limit: int) -> int:
+        return bisect_right(self.bounds(), limit, i + 1, hi + 1) - 1
+
+
+class _ListBlock(_Block[T]):
+    """Records with explicit start and end offsets (there may be gaps: blank or skipped lines)."""
+
+    __slots__ = ("_ends", "_starts")
+
+    def __init__(self, records: list[T], starts: list[int], ends: list[int], start: int, end: int) -> None:
+        super().__init__(records, start, end)
+        self._starts = starts
+        self._ends = ends
+
+    def start_of(self, i: int) -> int:
+        return self._starts[i]
+
+    def end_of(self, j: int) -> int:
+        return self._ends[j - 1]
+
+    def fit(self, i: int, hi: int, limit: int) -> int:
+        return bisect_right(self._ends, limit, i, hi)
+
+
+class _Reader(Generic[T]):
+    """The batching, cursor and lifetime logic shared by all readers; subclasses parse blocks in ``_parse``."""
+
+    def __init__(self, source: ByteSource, start: int, *, range_size: int, prefetch: int) -> None:
+        if start < 0:
+            raise ValueError(f"start must be >= 0, not {start}")
+        if range_size < 1:
+            raise ValueError(f"range_size must be >= 1, not {range_size}")
+        if prefetch < 0:
+            raise ValueError(f"prefetch must be >= 0, not {prefetch}")
+        self.source = source
+        self.start = start
+        #: The offset of the next unread record: ``start``, then the ``end`` of the last batch delivered.
+        self.position = start
+        self._range_size = range_size
+        self._prefetch = prefetch
+        self._fetcher: RangeFetcher | None = None
+        self._blocks: Iterator[_Block[T]] | None = None
+        self._block: _Block[T] | None = None
+        self._index = 0
+        self._skipped: list[tuple[int, str]] = []
+        self._unreported: deque[tuple[int, str]] = deque()
+        self._done = False
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.source!r}, position={self.position})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop any background fetch and release the ranges held; the reader cannot be read afterwards."""
+        self._closed = True
+        self._block = None
+        self._blocks = None
+        if self._fetcher is not None:
+            self._fetcher.close()
+
+    @property
+    def done(self) -> bool:
+        """Whether the reader has delivered its last record."""
+        return self._done
+
+    def __iter__(self) -> Iterator[T]:
+        for batch in self.batches():
+            yield from batch.records
+
+    def batches(
+        self, records: int | None = None, *, max_bytes: int | None = None
+    ) -> Generator[Batch[T], None, None]:
+        """Batches of at most ``records`` records and/or ``max_bytes`` bytes (always at least one record).
+
+        With neither, a batch holds what one parsing step produced (a range, or a piece of about 256 KiB of
+        one). The reader is closed when the generator ends or is closed; ``batch.end`` is where a new reader
+        resumes.
+        """
+        if records is not None and records < 1:
+            raise ValueError(f"records must be >= 1, not {records}")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, not {max_bytes}")
+        if self._closed and not self._done:
+            raise ValueError(f"{type(self).__name__} is closed")
+        return self._batches(records, max_bytes)
+
+    def _ranges(self, start: int | None = None, range_size: int | None = None) -> RangeFetcher:
+        """The reader's range fetcher (prefetching), or with ``start`` a one-off one without prefetch."""
+        if start is not None:
+            return RangeFetcher(self.source, start, range_size=range_size or self._range_size, prefetch=0)
+        if self._fetcher is None:
+            self._fetcher = RangeFetcher(
+                self.source, self.start, range_size=self._range_size, prefetch=self._prefetch
+            )
+        return self._fetcher
+
+    def _parse(self) -> Iterator[_Block[T]]:
+        raise NotImplementedError
+
+    def _next_block(self) -> _Block[T] | None:
+        if self._closed:
+            raise ValueError(f"{type(self).__name__} is closed")
+        if self._blocks is None:
+            self._blocks = self._parse()
+        block = next(self._blocks, None)
+        if block is not None and block.skipped:
+            self._unreported.extend(block.skipped)
+        return block
+
+    def _deliver(self, parts: list[list[T]], first: int, last: int) -> Batch[T]:
+        records = parts[0] if len(parts) == 1 else list(chain.from_iterable(parts))
+        self.position = last
+        while self._unreported and self._unreported[0][0] < last:
+            self._skipped.append(self._unreported.popleft())
+        return Batch(records, first, last)
+
+    def _batches(self, limit: int | None, max_bytes: int | None) -> Generator[Batch[T], None, None]:
+        if self._done:
+            return
+        whole_blocks = limit is None and max_bytes is None
+        parts: list[list[T]] = []
+        count = first = last = 0
+        try:
+            while True:
+                block = self._block
+                if block is None or self._index >= len(block.records):
+                    if block is not None and block.error is not None:
+                        if parts:
+                            yield self._deliver(parts, first, last)
+                        raise block.error
+                    block = self._next_block()
+                    if block is None:
+                        if parts:
+                            yield self._deliver(parts, first, last)
+                        self._done = True
+                        self._skipped.extend(self._unreported)
+                        self._unreported.clear()
+                        return
+                    self._block, self._index = block, 0
+                    continue
+                i, n = self._index, len(block.records)
+                hi = n if limit is None else min(n, i + limit - count)
+                if not parts:
+                    first = block.start_of(i)
+                j = hi
+                if max_bytes is not None:
+                    j = block.fit(i, hi, first + max_bytes)
+                    if j == i:
+                        if parts:  # the next record would overflow this batch: it opens the next one
+                            batch = self._deliver(parts, first, last)
+                            parts, count = [], 0
+                            yield batch
+                            continue
+                        j = i + 1  # a single record larger than max_bytes still makes a batch
+                parts.append(block.records if i == 0 and j == n else block.records[i:j])
+                count += j - i
+                last = block.end_of(j)
+                self._index = j
+                full = whole_blocks or count == limit or j < hi
+                if max_bytes is not None and last - first >= max_bytes:
+                    full = True
+                if full:
+                    batch = self._deliver(parts, first, last)
+                    parts, count = [], 0
+                    yield batch
+        finally:
+            self.close()
+
+
+class ChunkReader(_Reader[bytes]):
+    """Raw bytes in chunks of ``chunk_size`` (the last may be shorter), from any offset."""
+
+    def __init__(
+        self,
+        source: ByteSource,
+        start: int = 0,
+        *,
+        chunk_size: int = DEFAULT_RANGE_SIZE,
+        prefetch: int = DEFAULT_PREFETCH,
+    ) -> None:
+        super().__init__(source, start, range_size=chunk_size, prefetch=prefetch)
+
+    def _parse(self) -> Iterator[_Block[bytes]]:
+        for offset, data in self._ranges():
+            end = offset + len(data)
+            yield _ListBlock([data], [offset], [end], offset, end)
