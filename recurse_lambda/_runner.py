@@ -195,6 +195,10 @@ class Hop:
         hook = self.world.on_safe_point
         every_chunks = config.checkpoint_every_chunks if self.ledger is not None else None
         every_seconds = config.checkpoint_every_seconds if self.ledger is not None else None
+        if every_seconds is not None:
+            # At least four checkpoints per invocation: a timeout then loses a quarter of it at most, and its
+            # retry resumes from another point instead of replaying the decisions that ran into the deadline.
+            every_seconds = min(every_seconds, budget.budget / 4)
         since_chunks, last_checkpoint = 0, start
         try:
             while True:

@@ -413,3 +413,11 @@ def test_raise_for_status_carries_the_error_and_the_last_state(clock):
     assert "max_hops=2" in info.value.error and info.value.last_state["i"] > 0
     ok = simulate(counting_handler(clock), timeout=10, clock=clock).run({"n": 10})
     assert ok.raise_for_status() is ok
+
+
+def test_in_hop_checkpoints_come_at_least_every_quarter_of_the_budget(clock):
+    sim = simulate(counting_handler(clock), timeout=10, clock=clock)  # default: every 60 s, capped to 2.5 s
+    report = sim.run({"n": 300})
+    assert report.result == expected(300)
+    per_hop = [c for c in sim.commits if c.op == "checkpoint" and c.hop == 0]
+    assert len(per_hop) == 3  # at 2.5, 5 and 7.5 s of a 10-second invocation
