@@ -16,12 +16,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._config import ChainConfig
-from ._envelope import ENVELOPE_KEY, Envelope, EnvelopeCodec, canonical, is_envelope
+from ._deliveries import abandoned, error_text, not_claimed, rejected
+from ._envelope import Envelope, EnvelopeCodec, canonical, is_envelope
 from ._errors import (
     ChunkTooLargeError,
     ConfigurationError,
     EnvelopeError,
-    EnvelopeSignatureError,
     HandOffError,
     LedgerConflict,
     LostLeaseError,
@@ -29,7 +29,7 @@ from ._errors import (
     MaxHopsExceeded,
 )
 from ._invoke import InvokeThrottled, same_version_target
-from ._ledger import ChainRecord, ChainStatus
+from ._ledger import ChainStatus
 from ._policy import BudgetState
 from ._warm import FirstChunkMarker
 from ._world import InvocationStats, Outcome, Run, World
@@ -56,10 +56,6 @@ def codec_for(config: ChainConfig, world: World) -> EnvelopeCodec:
         spill=world.spill,
         max_payload_bytes=config.max_payload_bytes,
     )
-
-
-def error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 class Hop:
@@ -92,11 +88,11 @@ class Hop:
 
     def _run(self) -> dict[str, Any]:
         if is_destination_record(self.event):
-            return self._abandoned(self.event)
+            return abandoned(self, self.event)
         try:
             env = self.codec.decode(self.event) if is_envelope(self.event) else self._first_envelope()
         except (EnvelopeError, ConfigurationError) as exc:
-            return self._rejected(exc)
+            return rejected(self, exc)
         self.env = env
         self.stats.chain_id, self.stats.hop = env.chain_id, env.hop
         progress = env.progress
@@ -112,7 +108,7 @@ class Hop:
                     lease_until=self._lease_until(),
                 )
             except LedgerConflict as conflict:
-                return self._not_claimed(conflict.current)
+                return not_claimed(self, conflict.current)
             progress, self.attempt = record.progress, record.attempts
             env = Envelope(env.chain_id, env.hop, progress, record.event, record.started_at, env.code_version)
             self.env = env
@@ -384,106 +380,11 @@ class Hop:
                 env.chain_id, hop=env.hop, owner=self.request_id, error=error, now=self.clock.time()
             )
         except LedgerConflict as conflict:
-            return self._not_claimed(conflict.current)
+            return not_claimed(self, conflict.current)
         log.error("chain %s failed at hop %d: %s", env.chain_id, env.hop, error, exc_info=exc)
         return self._response(
             Outcome.FAILED, ChainStatus.FAILED, error=error, last_state=record.progress.get("state")
         )
-
-    # ------------------------------------------------------------------ deliveries that do no work
-
-    def _not_claimed(self, current: ChainRecord | None) -> dict[str, Any]:
-        env = self.env
-        assert env is not None
-        if current is None:
-            log.warning("chain %s is unknown to the ledger; dropping hop %d", env.chain_id, env.hop)
-            return self._response(Outcome.REJECTED, None, error="unknown chain")
-        extra: dict[str, Any] = {}
-        if current.status is ChainStatus.SUCCEEDED:
-            extra["result"] = current.result
-        elif current.status is ChainStatus.FAILED:
-            extra["error"] = current.error
-        if current.status.terminal or current.hop < env.hop:
-            return self._response(Outcome.STALE, current.status, **extra)
-        if current.hop == env.hop:
-            return self._response(Outcome.DUPLICATE, current.status)
-        if current.hop == env.hop + 1 and current.owner is None and current.handed_off_by == self.request_id:
-            # This request id committed the hand-off, then died before (or while) invoking: send it again.
-            # Claims are idempotent, so a second delivery of the next hop is dropped as a duplicate.
-            nxt = Envelope(
-                env.chain_id,
-                current.hop,
-                current.progress,
-                current.event,
-                current.started_at,
-                env.code_version,
-            )
-            self._invoke(self.codec.encode(nxt))
-            return self._response(Outcome.RESENT, current.status, next_hop=current.hop)
-        return self._response(Outcome.STALE, current.status)
-
-    def _abandoned(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        """Lambda gave up on a hop (retries exhausted, event too old, recursion stopped): record FAILED."""
-        ctx = record["requestContext"]
-        payload = record["requestPayload"]
-        failed_request = str(ctx.get("requestId", ""))
-        condition = str(ctx.get("condition", "unknown"))
-        if is_envelope(payload):
-            env = self.codec.decode(payload)
-        else:
-            self.request_id = failed_request  # in stateless mode the first hop's chain id is its request id
-            self.event = payload
-            env = self._first_envelope()
-        self.env = env
-        self.stats.chain_id, self.stats.hop = env.chain_id, env.hop
-        error = f"Lambda stopped delivering hop {env.hop} ({condition})"
-        if "recurs" in condition.lower():
-            error += (
-                ": AWS recursive loop detection stopped the chain after about 16 invocations; set the "
-                "function's RecursiveLoop to Allow (PutFunctionRecursionConfig) and rely on max_hops instead"
-            )
-        if self.ledger is None:
-            log.error("chain %s (stateless) lost at hop %d: %s", env.chain_id, env.hop, error)
-            return self._response(Outcome.FAILED, ChainStatus.FAILED, error=error)
-        current = self.ledger.get(env.chain_id)
-        hop = env.hop
-        if (
-            current is not None
-            and current.hop == hop + 1
-            and current.owner is None
-            and current.handed_off_by == failed_request
-        ):
-            hop = current.hop  # the hand-off was committed but its invoke never went out
-        try:
-            updated = self.ledger.fail(
-                env.chain_id, hop=hop, owner=failed_request, error=error, now=self.clock.time()
-            )
-        except LedgerConflict as conflict:
-            return self._not_claimed(conflict.current)
-        log.error("chain %s failed at hop %d: %s", env.chain_id, hop, error)
-        return self._response(
-            Outcome.FAILED, ChainStatus.FAILED, error=error, last_state=updated.progress.get("state")
-        )
-
-    def _rejected(self, exc: EnvelopeError | ConfigurationError) -> dict[str, Any]:
-        """An event that cannot be run: log it, and return (a retry would fail the same way).
-
-        A signature failure touches nothing: a forger must not be able to fail someone else's chain. An authentic
-        envelope that cannot be loaded (its spilled body is gone, say) fails its chain, so nothing is silently lost.
-        """
-        log.error("rejected an event: %s", error_text(exc))
-        body = self.event.get(ENVELOPE_KEY) if isinstance(self.event, Mapping) else None
-        if isinstance(exc, EnvelopeSignatureError) or self.ledger is None or not isinstance(body, Mapping):
-            return self._response(Outcome.REJECTED, None, error=error_text(exc))
-        try:
-            chain_id, hop = str(body["chain_id"]), int(body["hop"])
-            record = self.ledger.fail(
-                chain_id, hop=hop, owner=self.request_id, error=error_text(exc), now=self.clock.time()
-            )
-        except (KeyError, TypeError, ValueError, LedgerConflict):
-            return self._response(Outcome.REJECTED, None, error=error_text(exc))
-        self.env = Envelope(chain_id, hop, record.progress, record.event, record.started_at)
-        return self._response(Outcome.FAILED, ChainStatus.FAILED, error=error_text(exc))
 
     def _response(self, outcome: Outcome, status: ChainStatus | None, **extra: Any) -> dict[str, Any]:
         self.stats.outcome = outcome

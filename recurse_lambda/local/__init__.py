@@ -4,7 +4,8 @@ from ._clocks import InvocationKilled, SimClock, VirtualClock, WallClock
 from ._context import FakeContext
 from ._faults import POINTS, FaultPlan, InjectedError, SimulatedCrash
 from ._report import ChainReport, InvocationRow
-from ._simulator import Commit, MemorySpillStore, Simulator
+from ._sim_adapters import Commit, MemorySpillStore
+from ._simulator import Simulator
 
 __all__ = [
     "POINTS",

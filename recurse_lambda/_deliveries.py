@@ -1,0 +1,118 @@
+"""Deliveries that do no work: duplicates, stale and lost hand-offs, rejected envelopes, and Lambda's on-failure
+records. Each ends the invocation quietly (or fails the chain for good) without running the user's code."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._envelope import ENVELOPE_KEY, Envelope, is_envelope
+from ._errors import ConfigurationError, EnvelopeError, EnvelopeSignatureError, LedgerConflict
+from ._ledger import ChainRecord, ChainStatus
+from ._world import Outcome
+
+if TYPE_CHECKING:
+    from ._runner import Hop  # the invocation these functions act for
+
+log = logging.getLogger("recurse_lambda")
+
+
+def error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def not_claimed(inv: Hop, current: ChainRecord | None) -> dict[str, Any]:
+    env = inv.env
+    assert env is not None
+    if current is None:
+        log.warning("chain %s is unknown to the ledger; dropping hop %d", env.chain_id, env.hop)
+        return inv._response(Outcome.REJECTED, None, error="unknown chain")
+    extra: dict[str, Any] = {}
+    if current.status is ChainStatus.SUCCEEDED:
+        extra["result"] = current.result
+    elif current.status is ChainStatus.FAILED:
+        extra["error"] = current.error
+    if current.status.terminal or current.hop < env.hop:
+        return inv._response(Outcome.STALE, current.status, **extra)
+    if current.hop == env.hop:
+        return inv._response(Outcome.DUPLICATE, current.status)
+    if current.hop == env.hop + 1 and current.owner is None and current.handed_off_by == inv.request_id:
+        # This request id committed the hand-off, then died before (or while) invoking: send it again.
+        # Claims are idempotent, so a second delivery of the next hop is dropped as a duplicate.
+        nxt = Envelope(
+            env.chain_id,
+            current.hop,
+            current.progress,
+            current.event,
+            current.started_at,
+            env.code_version,
+        )
+        inv._invoke(inv.codec.encode(nxt))
+        return inv._response(Outcome.RESENT, current.status, next_hop=current.hop)
+    return inv._response(Outcome.STALE, current.status)
+
+
+def abandoned(inv: Hop, record: Mapping[str, Any]) -> dict[str, Any]:
+    """Lambda gave up on a hop (retries exhausted, event too old, recursion stopped): record FAILED."""
+    ctx = record["requestContext"]
+    payload = record["requestPayload"]
+    failed_request = str(ctx.get("requestId", ""))
+    condition = str(ctx.get("condition", "unknown"))
+    if is_envelope(payload):
+        env = inv.codec.decode(payload)
+    else:
+        inv.request_id = failed_request  # in stateless mode the first hop's chain id is its request id
+        inv.event = payload
+        env = inv._first_envelope()
+    inv.env = env
+    inv.stats.chain_id, inv.stats.hop = env.chain_id, env.hop
+    error = f"Lambda stopped delivering hop {env.hop} ({condition})"
+    if "recurs" in condition.lower():
+        error += (
+            ": AWS recursive loop detection stopped the chain after about 16 invocations; set the "
+            "function's RecursiveLoop to Allow (PutFunctionRecursionConfig) and rely on max_hops instead"
+        )
+    if inv.ledger is None:
+        log.error("chain %s (stateless) lost at hop %d: %s", env.chain_id, env.hop, error)
+        return inv._response(Outcome.FAILED, ChainStatus.FAILED, error=error)
+    current = inv.ledger.get(env.chain_id)
+    hop = env.hop
+    if (
+        current is not None
+        and current.hop == hop + 1
+        and current.owner is None
+        and current.handed_off_by == failed_request
+    ):
+        hop = current.hop  # the hand-off was committed but its invoke never went out
+    try:
+        updated = inv.ledger.fail(
+            env.chain_id, hop=hop, owner=failed_request, error=error, now=inv.clock.time()
+        )
+    except LedgerConflict as conflict:
+        return not_claimed(inv, conflict.current)
+    log.error("chain %s failed at hop %d: %s", env.chain_id, hop, error)
+    return inv._response(
+        Outcome.FAILED, ChainStatus.FAILED, error=error, last_state=updated.progress.get("state")
+    )
+
+
+def rejected(inv: Hop, exc: EnvelopeError | ConfigurationError) -> dict[str, Any]:
+    """An event that cannot be run: log it, and return (a retry would fail the same way).
+
+    A signature failure touches nothing: a forger must not be able to fail someone else's chain. An authentic
+    envelope that cannot be loaded (its spilled body is gone, say) fails its chain, so nothing is silently lost.
+    """
+    log.error("rejected an event: %s", error_text(exc))
+    body = inv.event.get(ENVELOPE_KEY) if isinstance(inv.event, Mapping) else None
+    if isinstance(exc, EnvelopeSignatureError) or inv.ledger is None or not isinstance(body, Mapping):
+        return inv._response(Outcome.REJECTED, None, error=error_text(exc))
+    try:
+        chain_id, hop = str(body["chain_id"]), int(body["hop"])
+        record = inv.ledger.fail(
+            chain_id, hop=hop, owner=inv.request_id, error=error_text(exc), now=inv.clock.time()
+        )
+    except (KeyError, TypeError, ValueError, LedgerConflict):
+        return inv._response(Outcome.REJECTED, None, error=error_text(exc))
+    inv.env = Envelope(chain_id, hop, record.progress, record.event, record.started_at)
+    return inv._response(Outcome.FAILED, ChainStatus.FAILED, error=error_text(exc))
