@@ -23,6 +23,7 @@ from ._cli_common import (
     UsageError,
     WatchedHandler,
     load_module_from_file,
+    preload,
     runner_logs,
     warm_up,
 )
@@ -77,7 +78,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--size-mb", type=float, default=32.0, help="size of the sample object (default: 32)")
     p.add_argument(
-        "--timeout", type=float, default=0.5, help="the simulated function's timeout, seconds (default: 0.5)"
+        "--timeout", type=float, default=0.3, help="the simulated function's timeout, seconds (default: 0.3)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the sample's content")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
@@ -164,15 +165,15 @@ def run(args: argparse.Namespace) -> int:
     handler = example.handler
     if not isinstance(handler, RecursiveHandler):
         raise UsageError("the shipped examples/line_count.py has no @recursive handler")
-    data = sample_object(int(args.size_mb * MB), args.seed)
-    expected = count_lines(data)
-    size = len(data)
     err = sys.stderr
     try:
-        server = EmbeddedS3().start()
+        server = EmbeddedS3().start()  # first: without moto, say so before spending time on the sample
     except MissingExtraError as exc:
         raise UsageError(str(exc)) from exc
     try:
+        data = sample_object(int(args.size_mb * MB), args.seed)
+        expected = count_lines(data)
+        size = len(data)
         client = server.client()
         client.create_bucket(Bucket=BUCKET)
         client.put_object(Bucket=BUCKET, Key=KEY, Body=data)
@@ -192,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             s3_client=server.client,
         )
+        preload()
         with runner_logs(err, args.verbose):
             report = sim.run({"bucket": BUCKET, "key": KEY})
     finally:
@@ -201,10 +203,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"expected: {json.dumps(expected)}")
     elapsed = time.monotonic() - t0
     if report.status != "SUCCEEDED":
-        print(f"FAILED: the chain ended {report.status}: {report.error}", file=err)
+        print(f"demo failed: the chain ended {report.status}: {report.error}", file=err)
         return 1
     if report.result != expected:
-        print("FAILED: the chain's result differs from the direct count", file=err)
+        print("demo failed: the chain's result differs from the direct count", file=err)
         return 1
     print(
         f"OK: {report.hops} hops, {report.invocations} invocations, {elapsed:.1f} s in all; the chain's count "

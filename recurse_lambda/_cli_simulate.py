@@ -18,14 +18,16 @@ from ._cli_common import (
     cwd_first_on_path,
     generic_progress,
     parse_event,
+    preload,
     resolve_handler,
     runner_logs,
     warm_up,
 )
 from .local import ChainReport, FaultPlan, SimClock, Simulator, VirtualClock, WallClock
 
-# S3's rules for new bucket names (the subset moto enforces): checked here so a typo is a usage error.
-_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+# Loose on purpose (legacy us-east-1 buckets may hold capitals and underscores), but S3 and moto refuse names
+# shorter than 3 characters: checked here so that `s3://b/k` is a usage error with a message, not a 400.
+_BUCKET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
 
 
 def add_parser(sub: Any) -> None:
@@ -84,10 +86,10 @@ def parse_put(spec: str) -> Upload:
     bucket, _, key = rest.partition("/")
     if not sep or not local or not bucket or not key:
         raise UsageError(f"--put expects LOCAL=s3://BUCKET/KEY, got {spec!r}")
-    if not _BUCKET_NAME.match(bucket) or ".." in bucket:
+    if not _BUCKET_NAME.match(bucket):
         raise UsageError(
-            f"--put: {bucket!r} is not a valid S3 bucket name (3-63 characters: lowercase letters, digits, "
-            "dots and hyphens, starting and ending with a letter or digit)"
+            f"--put: {bucket!r} is not a valid S3 bucket name (3-63 characters: letters, digits, dots and "
+            "hyphens, starting and ending with a letter or digit)"
         )
     path = Path(local)
     if not path.is_file():
@@ -130,10 +132,10 @@ def s3_clients(endpoint: str | None, *, eager: bool) -> Iterator[Callable[[], An
     The embedded S3 starts now when ``eager`` (there are files to upload), else on the first client asked
     for, so a handler that never touches S3 runs without moto.
     """
-    from .local.embedded_s3 import EmbeddedS3, MissingExtraError, environment_client
+    from .local.embedded_s3 import EmbeddedS3, MissingExtraError, environment_clients
 
     if endpoint is not None:
-        yield lambda: environment_client(endpoint)
+        yield environment_clients(endpoint)
         return
     server = EmbeddedS3()
     if eager:
@@ -193,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 s3_client=factory,
             )
+            preload()
             with runner_logs(sys.stderr, args.verbose):
                 report = sim.run(event)
     print_report(report, args.json)

@@ -6,17 +6,23 @@ from ._faults import POINTS, FaultPlan, InjectedError, SimulatedCrash
 from ._report import ChainReport, InvocationRow
 from ._sim_adapters import Commit, MemorySpillStore
 from ._simulator import Simulator
+from .embedded_s3 import EmbeddedS3, MissingExtraError
+from .juicefs import JuiceFSError, JuiceFSGateway
 
 __all__ = [
     "POINTS",
     "ChainReport",
     "Commit",
+    "EmbeddedS3",
     "FakeContext",
     "FaultPlan",
     "InjectedError",
     "InvocationKilled",
     "InvocationRow",
+    "JuiceFSError",
+    "JuiceFSGateway",
     "MemorySpillStore",
+    "MissingExtraError",
     "SimClock",
     "SimulatedCrash",
     "Simulator",

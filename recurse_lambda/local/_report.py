@@ -122,8 +122,8 @@ class ChainReport:
             f"{'outcome':<11} timeline"
         ]
         for r in self.rows:
-            a = int((r.start - self.started) / span * width)
-            b = max(a + 1, int((r.end - self.started) / span * width))
+            a = min(width - 1, int((r.start - self.started) / span * width))
+            b = min(width, max(a + 1, int((r.end - self.started) / span * width)))
             bar = " " * a + ("#" if r.chunks else "-") * (b - a)
             hop = "-" if r.hop is None else str(r.hop)
             lines.append(

