@@ -15,6 +15,7 @@ from ._errors import (
     ConfigurationError,
     EnvelopeError,
     GuardExceeded,
+    MalformedRecordError,
     ObjectChangedError,
     ObjectNotFoundError,
 )
@@ -34,6 +35,7 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
     ObjectChangedError,
     ObjectNotFoundError,
     BucketNotFoundError,
+    MalformedRecordError,
     ValidationError,
 )
 
@@ -55,7 +57,7 @@ class ChainConfig:
     checkpoint_every_chunks: int | None = None
     checkpoint_every_seconds: float | None = 60.0
     lease_margin: float = 5.0  # seconds past the invocation's deadline before its lease expires
-    chain_id: Callable[[Any], str] | None = None  # business key; default: the first request id
+    chain_id: Callable[[Any], str] | None = None  # business key; default: a digest of the first event
     initial_state: Callable[[Any], BaseModel] | None = None
     spill_bucket: str | None = None  # default: $RECURSE_LAMBDA_SPILL_BUCKET
     spill_prefix: str | None = None  # default: $RECURSE_LAMBDA_SPILL_PREFIX or "recurse-lambda/envelopes/"

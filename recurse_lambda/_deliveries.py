@@ -104,6 +104,8 @@ def rejected(inv: Hop, exc: EnvelopeError | ConfigurationError) -> dict[str, Any
     envelope that cannot be loaded (its spilled body is gone, say) fails its chain, so nothing is silently lost.
     """
     log.error("rejected an event: %s", error_text(exc))
+    if not is_envelope(inv.event):  # a first event: there is no chain to fail
+        return inv._response(Outcome.REJECTED, None, error=error_text(exc))
     body = inv.event.get(ENVELOPE_KEY) if isinstance(inv.event, Mapping) else None
     if isinstance(exc, EnvelopeSignatureError) or inv.ledger is None or not isinstance(body, Mapping):
         return inv._response(Outcome.REJECTED, None, error=error_text(exc))

@@ -49,12 +49,12 @@ class BudgetError(RecurseLambdaError):
 class ChunkTooLargeError(BudgetError):
     """A single chunk takes longer than a whole invocation can give it."""
 
-    def __init__(self, predicted_s: float, budget_s: float, what: str | None = None) -> None:
-        self.predicted_s = predicted_s
+    def __init__(self, chunk_s: float, budget_s: float, what: str | None = None) -> None:
+        self.chunk_s = chunk_s
         self.budget_s = budget_s
         what = what or (
-            f"a single chunk is predicted to take {predicted_s:.3f} s, but a whole invocation only has "
-            f"{budget_s:.3f} s for work after the hand-off reserve"
+            f"a single chunk took {chunk_s:.3f} s, but a whole invocation only has {budget_s:.3f} s for work "
+            "after the hand-off reserve"
         )
         super().__init__(f"{what}; yield more often (smaller chunks) or raise the function's timeout")
 
@@ -95,6 +95,19 @@ class ChainFailed(RecurseLambdaError):
         self.chain_id = chain_id
         self.error = error
         self.last_state = last_state
+
+
+class MalformedRecordError(RecurseLambdaError):
+    """A record cannot be parsed; ``offset`` is the byte where it starts (resume past it by hand if you must)."""
+
+    def __init__(
+        self, message: str, *, offset: int, bucket: str | None = None, key: str | None = None
+    ) -> None:
+        self.offset = offset
+        self.bucket = bucket
+        self.key = key
+        where = f"s3://{bucket}/{key}" if bucket is not None and key is not None else "the object"
+        super().__init__(f"malformed record at byte {offset} of {where}: {message}")
 
 
 class S3Error(RecurseLambdaError):

@@ -168,7 +168,9 @@ class predictive(Policy):
     """The default: hand off unless the next chunk, predicted from recent ones, fits before the reserve.
 
     ``predicted = factor × max(recent chunk durations)``; ``reserve = handoff_factor × measured hand-off + floor``.
-    A prediction that exceeds the whole budget raises :class:`ChunkTooLargeError` instead of timing out.
+    A chunk seen to take longer than a whole invocation's budget (less the reserve) raises
+    :class:`ChunkTooLargeError` instead of timing out; one that fits but is predicted not to fit twice gives
+    one-chunk hops.
     """
 
     def __init__(self, factor: float = 2.0, handoff_factor: float = 1.5, floor: float = 0.1) -> None:
@@ -179,11 +181,17 @@ class predictive(Policy):
         self.floor = floor
 
     def __call__(self, state: BudgetState) -> bool:
-        predicted = self.factor * state.timings.max
-        reserve = self.handoff_factor * state.handoff.estimate_for(state.budget) + self.floor
-        if predicted > state.budget - reserve:
-            raise ChunkTooLargeError(predicted, state.budget - reserve)
-        return state.remaining - reserve < predicted
+        longest = state.timings.max
+        # The safety floor, like the unmeasured hand-off, is capped at 5 % of the budget, so a simulated
+        # sub-second function keeps most of its time for work.
+        reserve = self.handoff_factor * state.handoff.estimate_for(state.budget) + min(
+            self.floor, 0.05 * state.budget
+        )
+        if longest > state.budget - reserve:
+            # A chunk seen to need more than a whole invocation can give: no hop can ever run it.
+            raise ChunkTooLargeError(longest, state.budget - reserve)
+        # A chunk that fits, but not twice, still makes progress: one chunk per hop.
+        return state.remaining - reserve < self.factor * longest
 
     def __repr__(self) -> str:
         return f"predictive(factor={self.factor}, handoff_factor={self.handoff_factor}, floor={self.floor})"

@@ -93,6 +93,10 @@ class Hop:
             env = self.codec.decode(self.event) if is_envelope(self.event) else self._first_envelope()
         except (EnvelopeError, ConfigurationError) as exc:
             return rejected(self, exc)
+        except Exception as exc:  # chain_id= or initial_state= refused the event: it would on every retry
+            return rejected(
+                self, ConfigurationError(f"the first event cannot start a chain: {error_text(exc)}")
+            )
         self.env = env
         self.stats.chain_id, self.stats.hop = env.chain_id, env.hop
         progress = env.progress
@@ -185,8 +189,7 @@ class Hop:
         policy = config.policy
         policy(budget)  # before any work: raises ChunkTooLargeError if the chunks seen so far cannot fit
         first = FirstChunkMarker(warm, self.fn.__qualname__)
-        self._check_marker(first)
-        first.set(run.chain_id, run.hop, budget.budget)
+        self._check_marker(first, budget.budget)
         marker: FirstChunkMarker | None = first  # None once the first chunk reached a safe point
         hook = self.world.on_safe_point
         every_chunks = config.checkpoint_every_chunks if self.ledger is not None else None
@@ -230,7 +233,11 @@ class Hop:
                 budget.chunks = stats.chunks
                 budget.last_chunk = d
                 if policy(budget):
-                    return self._hand_off(state, run)
+                    # Close the generator first (a reader stops its prefetch here), so that whatever the close
+                    # waits for is part of the measured hand-off and of the reserve kept for it.
+                    t_close = now()
+                    out.close()
+                    return self._hand_off(state, run, since=t_close)
                 since_chunks += 1
                 if (every_chunks is not None and since_chunks >= every_chunks) or (
                     every_seconds is not None and t2 - last_checkpoint >= every_seconds
@@ -241,24 +248,25 @@ class Hop:
         finally:
             out.close()
 
-    def _check_marker(self, marker: FirstChunkMarker) -> None:
-        """Fail with ChunkTooLargeError when an earlier attempt's first chunk never reached a safe point.
+    def _check_marker(self, marker: FirstChunkMarker, budget: float) -> None:
+        """Fail with ChunkTooLargeError when earlier attempts' first chunk never reached a safe point.
 
-        The marker cannot tell a timeout from a crash, so with a ledger only the last attempt gives up.
+        The marker cannot tell a timeout from a crash, so only the last attempt gives up: the last by the ledger's
+        count, or by the marker's own count (stateless mode, or a ledger's count that another container made).
         """
         assert self.env is not None
-        previous = marker.previous(self.env.chain_id, self.env.hop)
-        if previous is None:
-            return
-        last = self.attempt is None or self.attempt >= self.config.max_attempts
-        if last:
+        env = self.env
+        seen, previous_budget = marker.previous(env.chain_id, env.hop)
+        last_by_ledger = self.attempt is not None and self.attempt >= self.config.max_attempts
+        if seen and (last_by_ledger or seen >= self.config.max_attempts - 1):
             marker.clear()
             raise ChunkTooLargeError(
-                previous,
-                previous,
-                f"the first chunk of hop {self.env.hop} did not reach a safe point within a whole "
-                f"invocation ({previous:.3f} s) on an earlier attempt, which then timed out or crashed",
+                previous_budget,
+                previous_budget,
+                f"the first chunk of hop {env.hop} did not reach a safe point within a whole invocation "
+                f"({previous_budget:.3f} s) on {seen} earlier attempt(s), which timed out or crashed",
             )
+        marker.set(env.chain_id, env.hop, budget, attempts=seen + 1)
 
     def _progress(self, state: Any, run: Run) -> dict[str, Any]:
         return {"state": state.model_dump(mode="json"), "chunks": run.chunk, "pins": dict(run.pins)}
@@ -297,7 +305,7 @@ class Hop:
             )
         return self._response(Outcome.SUCCEEDED, ChainStatus.SUCCEEDED, result=result)
 
-    def _hand_off(self, state: Any, run: Run) -> dict[str, Any]:
+    def _hand_off(self, state: Any, run: Run, since: float | None = None) -> dict[str, Any]:
         env = self.env
         assert env is not None
         config = self.config
@@ -315,7 +323,7 @@ class Hop:
             )
         progress = self._progress(state, run)
         nxt = Envelope(env.chain_id, env.hop + 1, progress, env.event, env.started_at, env.code_version)
-        t0 = self.clock.now()
+        t0 = self.clock.now() if since is None else since
         payload = self.codec.encode(nxt)  # spills or raises before anything is committed or invoked
         if self.ledger is not None:
             self.ledger.hand_off(

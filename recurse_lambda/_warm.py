@@ -82,20 +82,21 @@ class FirstChunkMarker:
         digest = hashlib.sha256(handler_name.encode()).hexdigest()[:16]
         self.path = Path(warm.tmp_dir) / f"recurse-lambda-{digest}.first-chunk"
 
-    def previous(self, chain_id: str, hop: int) -> float | None:
-        """The budget of an earlier invocation of this hop whose first chunk never finished, if any."""
+    def previous(self, chain_id: str, hop: int) -> tuple[int, float]:
+        """How many earlier attempts of this hop left their first chunk unfinished here, and their budget."""
         try:
             data = json.loads(self.path.read_text())
         except (OSError, ValueError):
-            return None
+            return 0, 0.0
         if data.get("chain_id") == chain_id and data.get("hop") == hop:
-            return float(data.get("budget", 0.0))
-        return None
+            return int(data.get("attempts", 1)), float(data.get("budget", 0.0))
+        return 0, 0.0
 
-    def set(self, chain_id: str, hop: int, budget: float) -> None:
+    def set(self, chain_id: str, hop: int, budget: float, attempts: int = 1) -> None:
+        data = {"chain_id": chain_id, "hop": hop, "budget": budget, "attempts": attempts}
         try:
             tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"chain_id": chain_id, "hop": hop, "budget": budget}))
+            tmp.write_text(json.dumps(data))
             os.replace(tmp, self.path)
         except OSError:  # a read-only or full /tmp only loses this diagnosis
             pass

@@ -54,7 +54,12 @@ def test_predictive_caps_the_unmeasured_handoff_default_at_five_percent_of_the_b
 
 def test_a_chunk_longer_than_the_whole_budget_is_an_error_that_says_so():
     with pytest.raises(ChunkTooLargeError, match="smaller chunks"):
-        predictive()(state(50.0, budget=60.0, chunks=[40.0]))
+        predictive()(state(1.0, budget=60.0, chunks=[59.9]))
+
+
+def test_a_chunk_that_fits_once_but_not_twice_gives_one_chunk_hops():
+    policy = predictive()
+    assert policy(state(60.0 - 40.0, budget=60.0, chunks=[40.0])) is True  # hand off after it, no error
 
 
 def test_fixed_margin_and_after_chunks():

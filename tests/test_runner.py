@@ -256,9 +256,11 @@ def test_max_duration_fails_the_chain_cleanly(clock):
 
 def test_a_chunk_that_cannot_fit_is_an_error_not_a_timeout(clock):
     sim = simulate(counting_handler(clock), timeout=10, clock=clock)
-    report = sim.run({"n": 5, "chunk": 6.0})
+    report = sim.run({"n": 5, "chunk": 9.5})  # fits in 10 s, but not with the hand-off reserve
     assert report.status == "FAILED" and "smaller chunks" in report.error
-    assert report.timeouts == 0
+    assert report.timeouts == 0 and report.invocations == 1
+    big = simulate(counting_handler(clock), timeout=10, clock=clock).run({"n": 5, "chunk": 6.0})
+    assert big.result == expected(5) and big.hops == 6  # fits once, not twice: one chunk per hop, then the return
 
 
 def test_a_first_chunk_longer_than_the_invocation_ends_in_chunk_too_large_not_retries_exhausted(clock):
@@ -272,7 +274,7 @@ def test_a_first_chunk_longer_than_the_invocation_ends_in_chunk_too_large_not_re
     stateless = simulate(counting_handler(clock), timeout=10, clock=clock, ledger=None).run(
         {"n": 5, "chunk": 30.0}
     )
-    assert [r.outcome for r in stateless.rows] == ["timeout", "failed"]
+    assert [r.outcome for r in stateless.rows] == ["timeout", "timeout", "failed"]  # counted by the marker
 
 
 def test_timeouts_kill_and_nothing_is_committed_after_a_deadline(clock):
@@ -421,3 +423,33 @@ def test_in_hop_checkpoints_come_at_least_every_quarter_of_the_budget(clock):
     assert report.result == expected(300)
     per_hop = [c for c in sim.commits if c.op == "checkpoint" and c.hop == 0]
     assert len(per_hop) == 3  # at 2.5, 5 and 7.5 s of a 10-second invocation
+
+
+def test_a_first_event_that_chain_id_cannot_key_is_rejected_once(clock):
+    handler = counting_handler(clock, chain_id=lambda e: e["job"])
+    report = simulate(handler, timeout=10, clock=clock).run({"n": 3})  # no "job"
+    assert report.invocations == 1 and report.rows[0].outcome == "rejected"
+    assert "KeyError" in report.first_response["error"]
+
+
+def test_the_generator_is_closed_before_the_hand_off_and_the_close_counts_in_its_cost(clock):
+    closed_at: list[float] = []
+
+    @recursive(state=Counter, ledger=InMemoryLedger())
+    def handler(event, state, run):
+        try:
+            while True:
+                clock.advance(0.1)
+                state.i += 1
+                yield
+        finally:
+            clock.advance(0.5)  # e.g. a reader waiting for its prefetch thread
+            closed_at.append(clock.now())
+
+    sim = Simulator(handler, timeout=10, clock=clock, invoke_latency=0.05, max_invocations=3)
+    with pytest.raises(RuntimeError, match="max_invocations"):
+        sim.run({})
+    assert len(closed_at) >= 2
+    assert handler.warm.handoff.measured is False  # the simulator's containers have their own warm state
+    rows = sorted(sim._containers, key=lambda c: c.number)
+    assert rows[0].warm.handoff.estimate == pytest.approx(0.55)  # close + invoke, measured together

@@ -20,7 +20,7 @@ from operator import add
 from types import TracebackType
 from typing import Generic, Self, TypeVar
 
-from .._errors import RecurseLambdaError
+from .._errors import MalformedRecordError
 from ._prefetch import ByteSource, RangeFetcher
 
 __all__ = ["DEFAULT_RANGE_SIZE", "Batch", "ByteSource", "ChunkReader", "MalformedRecordError"]
@@ -30,19 +30,6 @@ T = TypeVar("T")
 DEFAULT_RANGE_SIZE = 8 * 1024 * 1024
 # Ranges fetched ahead while one is parsed: two keep a request in flight when parsing outruns S3's latency.
 DEFAULT_PREFETCH = 2
-
-
-class MalformedRecordError(RecurseLambdaError):
-    """A record cannot be parsed; ``offset`` is the byte where it starts (resume past it by hand if you must)."""
-
-    def __init__(
-        self, message: str, *, offset: int, bucket: str | None = None, key: str | None = None
-    ) -> None:
-        self.offset = offset
-        self.bucket = bucket
-        self.key = key
-        where = f"s3://{bucket}/{key}" if bucket is not None and key is not None else "the object"
-        super().__init__(f"malformed record at byte {offset} of {where}: {message}")
 
 
 @dataclass(slots=True)
