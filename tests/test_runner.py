@@ -260,7 +260,9 @@ def test_a_chunk_that_cannot_fit_is_an_error_not_a_timeout(clock):
     assert report.status == "FAILED" and "smaller chunks" in report.error
     assert report.timeouts == 0 and report.invocations == 1
     big = simulate(counting_handler(clock), timeout=10, clock=clock).run({"n": 5, "chunk": 6.0})
-    assert big.result == expected(5) and big.hops == 6  # fits once, not twice: one chunk per hop, then the return
+    assert (
+        big.result == expected(5) and big.hops == 6
+    )  # fits once, not twice: one chunk per hop, then the return
 
 
 def test_a_first_chunk_longer_than_the_invocation_ends_in_chunk_too_large_not_retries_exhausted(clock):
@@ -453,3 +455,26 @@ def test_the_generator_is_closed_before_the_hand_off_and_the_close_counts_in_its
     assert handler.warm.handoff.measured is False  # the simulator's containers have their own warm state
     rows = sorted(sim._containers, key=lambda c: c.number)
     assert rows[0].warm.handoff.estimate == pytest.approx(0.55)  # close + invoke, measured together
+
+
+def test_a_stateless_failure_reports_its_error(clock):
+    sim = simulate(counting_handler(clock, max_hops=2), timeout=10, clock=clock, ledger=None)
+    report = sim.run({"n": 10_000})
+    assert report.status == "FAILED" and "max_hops=2" in report.error
+
+
+def test_each_simulated_container_gets_the_cache_the_factory_builds_and_a_reset_rebuilds_it(clock, tmp_path):
+    from recurse_lambda.s3 import S3Cache
+
+    built: list[str] = []
+
+    def cache(tmp_dir: str) -> S3Cache:
+        built.append(tmp_dir)
+        return S3Cache(tmp_dir=tmp_dir, clock=clock)
+
+    faults = FaultPlan(crash_at=(("safe_point", 1),))
+    sim = simulate(counting_handler(clock), timeout=10, clock=clock, cache=cache, faults=faults)
+    report = sim.run({"n": 200})
+    assert report.result == expected(200)
+    assert len(built) == 2 and built[0] == built[1]  # the crash reset the runtime: same /tmp, new memory
+    assert sim._containers[0].warm.cache.stats.misses == 0

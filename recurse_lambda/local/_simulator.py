@@ -55,17 +55,24 @@ class _Delivery:
 
 
 class _Container:
-    def __init__(self, number: int, tmp_dir: str, clients: Callable[[str], Any]) -> None:
+    def __init__(
+        self, number: int, tmp_dir: str, clients: Callable[[str], Any], cache: Callable[[str], Any] | None
+    ) -> None:
         self.number = number
         self.tmp_dir = tmp_dir
         self.clients = clients
-        self.warm = WarmState(client_factory=clients, tmp_dir=tmp_dir)
+        self.cache = cache
+        self.warm = self._fresh_warm_state()
         self.used = False
         self.busy = False
 
+    def _fresh_warm_state(self) -> WarmState:
+        cache = self.cache(self.tmp_dir) if self.cache is not None else None
+        return WarmState(client_factory=self.clients, tmp_dir=self.tmp_dir, cache=cache)
+
     def reset_runtime(self) -> None:
         """What Lambda does after a timeout or crash: memory is lost, /tmp is kept."""
-        self.warm = WarmState(client_factory=self.clients, tmp_dir=self.tmp_dir)
+        self.warm = self._fresh_warm_state()
 
 
 class Simulator:
@@ -96,6 +103,7 @@ class Simulator:
         route_failures: bool = True,
         max_invocations: int = 100_000,
         concurrent: bool | None = None,
+        cache: Callable[[str], Any] | None = None,
     ) -> None:
         if not isinstance(handler, RecursiveHandler):
             raise ConfigurationError(f"the simulator runs @recursive handlers, not {handler!r}")
@@ -129,6 +137,9 @@ class Simulator:
         self.duplicate_delay = duplicate_delay
         self.route_failures = route_failures
         self.max_invocations = max_invocations
+        # Builds each container's S3 content cache from its tmp directory, e.g.
+        # ``lambda tmp: S3Cache(tmp_dir=tmp, clock=sim.clock)``; default: the handler's default cache.
+        self.cache = cache
         if concurrent and not isinstance(self.clock, VirtualClock):
             raise ConfigurationError("concurrent invocations need a VirtualClock")
         self.concurrent = isinstance(self.clock, VirtualClock) if concurrent is None else concurrent
@@ -198,7 +209,7 @@ class Simulator:
             heapq.heappush(self._queue, delivery)
 
     def _container(self) -> _Container:
-        """An idle warm container (the most recently used), or a cold new one; recycling replaces it."""
+        """An idle warm container (the newest idle one), or a cold new one; recycling replaces it."""
         idle = [c for c in self._containers if not c.busy]
         recycle = self.faults.recycle and self.rng.random() < self.faults.recycle
         if idle and not recycle:
@@ -217,7 +228,7 @@ class Simulator:
             weakref.finalize(self, shutil.rmtree, self._tmp_root, True)
         tmp_dir = os.path.join(self._tmp_root, f"container-{self._containers_made}")
         os.makedirs(tmp_dir)
-        container = _Container(self._containers_made, tmp_dir, clients)
+        container = _Container(self._containers_made, tmp_dir, clients, self.cache)
         self._containers_made += 1
         self._containers.append(container)
         return container
@@ -275,6 +286,8 @@ class Simulator:
                 report.first_response = response
             if isinstance(response, dict) and response.get("outcome") == "succeeded":
                 report.result = response.get("result")  # the ledger's copy wins in _conclude
+            if isinstance(response, dict) and response.get("outcome") == "failed":
+                report.error, report.last_state = response.get("error"), response.get("last_state")
         except InvocationKilled:
             failed, row.outcome = "timeout", "timeout"
         except SimulatedCrash as crash:
