@@ -344,3 +344,27 @@ def test_helpers_get_without_cache_is_a_plain_get(s3: Any) -> None:
         helpers.get(BUCKET, "missing")
     with pytest.raises(BucketNotFoundError):
         helpers.get("no-such-bucket", "k")
+
+
+class _ShrunkClient:
+    """Answers every ranged GET with 416, as a server that checks the range before IfMatch does."""
+
+    def __init__(self, etag_now: str) -> None:
+        self.etag_now = etag_now
+
+    def get_object(self, **kwargs: Any) -> Any:
+        raise ClientError({"Error": {"Code": "InvalidRange", "Message": "unsatisfiable"}}, "GetObject")
+
+    def head_object(self, **kwargs: Any) -> dict[str, Any]:
+        return {"ETag": self.etag_now, "ContentLength": 3}
+
+
+def test_a_416_on_a_range_within_the_pinned_size_means_the_object_changed() -> None:
+    pins = {"b/k": {"etag": '"old"', "version_id": None, "size": 100}}
+    source = PinnedSource(_ShrunkClient('"new"'), "b", "k", pins=pins)
+    with pytest.raises(ObjectChangedError, match='pinned ETag "old", now "new"'):
+        source.read(50, 60)
+    same = PinnedSource(_ShrunkClient('"old"'), "b", "k", pins=pins)
+    with pytest.raises(S3Error) as info:  # unchanged object: a plain error, not a change
+        same.read(50, 60)
+    assert not isinstance(info.value, ObjectChangedError)

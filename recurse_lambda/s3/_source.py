@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any, NoReturn
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from .._errors import (
     AccessDeniedError,
@@ -25,6 +25,7 @@ __all__ = ["PinnedSource", "error_code", "raise_s3_error"]
 _NOT_FOUND = frozenset({"NoSuchKey", "NotFound", "404"})
 _DENIED = frozenset({"AccessDenied", "Forbidden", "403", "AllAccessDisabled"})
 _CHANGED = frozenset({"PreconditionFailed", "412"})
+_OUT_OF_RANGE = frozenset({"InvalidRange", "416"})
 _BARE_404 = frozenset({"NotFound", "404"})
 
 
@@ -145,6 +146,8 @@ class PinnedSource:
             response = self._client.get_object(**kwargs)
         except ClientError as exc:
             self._raise(exc, "read")
+        except BotoCoreError as exc:  # connection reset, read timeout: transient, so the hop is retried
+            raise S3Error(f"cannot read s3://{self._bucket}/{self._key}: {exc}") from exc
         body = response["Body"]
         try:
             return bytes(body.read())
@@ -166,8 +169,15 @@ class PinnedSource:
         return head
 
     def _raise(self, exc: ClientError, action: str) -> NoReturn:
-        if error_code(exc) in _CHANGED:
+        code = error_code(exc)
+        if code in _CHANGED:
             raise ObjectChangedError(self._bucket, self._key, self.etag, self._current_etag()) from exc
+        if code in _OUT_OF_RANGE:
+            # Reads stay within the pinned size, so a range the server calls unsatisfiable means the object
+            # shrank: some servers answer 416 before they evaluate IfMatch.
+            current = self._current_etag()
+            if current != self.etag:
+                raise ObjectChangedError(self._bucket, self._key, self.etag, current) from exc
         raise_s3_error(exc, self._bucket, self._key, action, client=self._client)
 
     def _current_etag(self) -> str | None:
