@@ -1,9 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from typing import Any
 
+import boto3
 import pytest
+from moto import mock_aws
 from pydantic import BaseModel
 
 from recurse_lambda import Run, recursive
@@ -39,6 +41,20 @@ def counting_handler(clock: VirtualClock, log: list[tuple[str, int]] | None = No
 @pytest.fixture
 def clock() -> VirtualClock:
     return VirtualClock()
+
+
+@pytest.fixture
+def moto_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """An S3 client inside moto, with dummy credentials so nothing can reach a real endpoint."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        yield boto3.client("s3", region_name="us-east-1")
 
 
 def simulate(handler: Any, **options: Any) -> Simulator:

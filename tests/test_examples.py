@@ -20,7 +20,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from examples import csv_aggregate, enrich, line_count
 from recurse_lambda import RecursiveHandler, Run
@@ -61,18 +60,9 @@ class GetObjectLog:
 
 
 @pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
+def s3(moto_s3: Any) -> Iterator[Any]:
+    moto_s3.create_bucket(Bucket=BUCKET)
+    yield moto_s3
 
 
 def paced(

@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 from recurse_lambda._errors import (
     AccessDeniedError,
@@ -42,19 +40,10 @@ class Calls:
 
 
 @pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        client.put_object(Bucket=BUCKET, Key=KEY, Body=BODY)
-        yield client
+def s3(moto_s3: Any) -> Iterator[Any]:
+    moto_s3.create_bucket(Bucket=BUCKET)
+    moto_s3.put_object(Bucket=BUCKET, Key=KEY, Body=BODY)
+    yield moto_s3
 
 
 def client_error(code: str, status: int, operation: str) -> ClientError:
