@@ -115,3 +115,11 @@ def test_handoff_timings_estimate_is_the_recent_worst_or_the_default():
     assert h.estimate == 0.3
     h.add(0.2)  # 0.3 left the window
     assert h.estimate == 0.2
+
+
+def test_a_slow_measured_hand_off_gives_short_hops_not_a_failed_chain():
+    policy = predictive(factor=2.0, handoff_factor=1.5, floor=0.1)
+    slow = state(0.2, budget=0.3, chunks=[0.1], handoff=0.17)  # reserve 0.27: nothing would fit beside it
+    assert policy(slow) is True  # hand off after the chunk, no ChunkTooLargeError
+    with pytest.raises(ChunkTooLargeError):
+        policy(state(0.1, budget=0.3, chunks=[0.16], handoff=0.17))  # over half the budget: cannot fit

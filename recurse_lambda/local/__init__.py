@@ -1,6 +1,6 @@
 """The local simulator: a fake context, virtual and wall clocks, and an in-process Lambda that breaks things."""
 
-from ._clocks import InvocationKilled, SimClock, VirtualClock, WallClock
+from ._clocks import CpuClock, InvocationKilled, SimClock, VirtualClock, WallClock
 from ._context import FakeContext
 from ._faults import POINTS, FaultPlan, InjectedError, SimulatedCrash
 from ._report import ChainReport, InvocationRow
@@ -13,6 +13,7 @@ __all__ = [
     "POINTS",
     "ChainReport",
     "Commit",
+    "CpuClock",
     "EmbeddedS3",
     "FakeContext",
     "FaultPlan",
