@@ -431,6 +431,7 @@ def test_a_first_event_that_chain_id_cannot_key_is_rejected_once(clock):
     handler = counting_handler(clock, chain_id=lambda e: e["job"])
     report = simulate(handler, timeout=10, clock=clock).run({"n": 3})  # no "job"
     assert report.invocations == 1 and report.rows[0].outcome == "rejected"
+    assert report.status == "REJECTED" and "KeyError" in report.error
     assert "KeyError" in report.first_response["error"]
 
 

@@ -357,3 +357,16 @@ def test_a_416_on_a_range_within_the_pinned_size_means_the_object_changed() -> N
     with pytest.raises(S3Error) as info:  # unchanged object: a plain error, not a change
         same.read(50, 60)
     assert not isinstance(info.value, ObjectChangedError)
+
+
+class _BrokenConnection:
+    def head_object(self, **kwargs: Any) -> Any:
+        from botocore.exceptions import EndpointConnectionError
+
+        raise EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
+
+
+def test_transport_errors_become_s3_errors_naming_the_object() -> None:
+    with pytest.raises(S3Error, match="s3://b/k") as info:
+        PinnedSource(_BrokenConnection(), "b", "k", pins={})
+    assert not isinstance(info.value, ObjectChangedError)

@@ -40,7 +40,8 @@ class ChainReport:
     """The end of a simulated chain and everything that happened on the way."""
 
     chain_id: str | None
-    status: str  # SUCCEEDED | FAILED | CANCELLED | RUNNING (stalled: nothing left to deliver)
+    # SUCCEEDED | FAILED | CANCELLED | REJECTED (the first event started no chain) | RUNNING (stalled)
+    status: str
     result: Any = None
     error: str | None = None
     last_state: Any = None

@@ -353,6 +353,10 @@ class Simulator:
 
     def _conclude(self, report: ChainReport) -> None:
         report.rows.sort(key=lambda r: (r.start, r.number))  # rows are appended as invocations end
+        first = report.first_response
+        if report.chain_id is None and isinstance(first, dict) and first.get("outcome") == "rejected":
+            report.status, report.error = "REJECTED", first.get("error")  # no chain was ever started
+            return
         if report.chain_id is None:
             return
         if self.ledger is not None:

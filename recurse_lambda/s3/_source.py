@@ -151,6 +151,8 @@ class PinnedSource:
         body = response["Body"]
         try:
             return bytes(body.read())
+        except BotoCoreError as exc:  # the connection broke mid-body: transient, retried
+            raise S3Error(f"cannot read s3://{self._bucket}/{self._key}: {exc}") from exc
         finally:
             body.close()
 
@@ -162,6 +164,8 @@ class PinnedSource:
                 kwargs["VersionId"] = self.version_id
         try:
             head: dict[str, Any] = self._client.head_object(**kwargs)
+        except BotoCoreError as exc:
+            raise S3Error(f"cannot inspect s3://{self._bucket}/{self._key}: {exc}") from exc
         except ClientError as exc:
             if if_match:
                 self._raise(exc, "inspect")
