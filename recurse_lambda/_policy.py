@@ -66,14 +66,16 @@ class ChunkTimings:
 class HandOffTimings:
     """Measured hand-off durations (ledger write + invoke), kept in the warm container."""
 
-    __slots__ = ("_ring", "default")
+    __slots__ = ("_ring", "default", "version")
 
     def __init__(self, default: float = 1.0, window: int = 16) -> None:
         self.default = default
         self._ring: deque[float] = deque(maxlen=window)
+        self.version = 0  # bumped on every measurement, so policies can cache what they derive from it
 
     def add(self, seconds: float) -> None:
         self._ring.append(seconds)
+        self.version += 1
 
     @property
     def estimate(self) -> float:
@@ -179,22 +181,32 @@ class predictive(Policy):
         self.factor = factor
         self.handoff_factor = handoff_factor
         self.floor = floor
+        # The reserve changes only when a hand-off is measured or the budget changes: derive it once per change
+        # instead of at every safe point (this call is on the hot path).
+        self._key: tuple[object, int, float] | None = None
+        self._reserve = self._room = 0.0
 
     def __call__(self, state: BudgetState) -> bool:
+        handoff = state.handoff
+        key = self._key
+        if key is None or key[0] is not handoff or key[1] != handoff.version or key[2] != state.budget:
+            self._derive(state)
         longest = state.timings.max
+        if longest > self._room:
+            raise ChunkTooLargeError(longest, self._room)
+        return state.remaining - self._reserve < self.factor * longest
+
+    def _derive(self, state: BudgetState) -> None:
+        budget = state.budget
         # The safety floor, like the unmeasured hand-off, is capped at 5 % of the budget, so a simulated
         # sub-second function keeps most of its time for work.
-        reserve = self.handoff_factor * state.handoff.estimate_for(state.budget) + min(
-            self.floor, 0.05 * state.budget
-        )
+        reserve = self.handoff_factor * state.handoff.estimate_for(budget) + min(self.floor, 0.05 * budget)
+        self._reserve = reserve
         # A chunk seen to need more than a whole invocation can give: no hop can ever run it. The reserve in
         # this test is capped at half the budget, so a hand-off that measured slow (and may be faster next
         # time) gives one-chunk hops rather than failing the chain for good.
-        room = state.budget - min(reserve, state.budget / 2)
-        if longest > room:
-            raise ChunkTooLargeError(longest, room)
-        # A chunk that fits, but not twice, still makes progress: one chunk per hop.
-        return state.remaining - reserve < self.factor * longest
+        self._room = budget - min(reserve, budget / 2)
+        self._key = (state.handoff, state.handoff.version, budget)
 
     def __repr__(self) -> str:
         return f"predictive(factor={self.factor}, handoff_factor={self.handoff_factor}, floor={self.floor})"

@@ -123,3 +123,13 @@ def test_a_slow_measured_hand_off_gives_short_hops_not_a_failed_chain():
     assert policy(slow) is True  # hand off after the chunk, no ChunkTooLargeError
     with pytest.raises(ChunkTooLargeError):
         policy(state(0.1, budget=0.3, chunks=[0.16], handoff=0.17))  # over half the budget: cannot fit
+
+
+def test_predictive_notices_a_new_hand_off_measurement_and_a_new_budget():
+    policy = predictive(factor=1.0, handoff_factor=1.0, floor=0.0)
+    s = state(0.5, budget=60.0, chunks=[0.1], handoff=0.1)  # reserve 0.1: 0.5 - 0.1 >= 0.1
+    assert policy(s) is False
+    s.handoff.add(0.45)  # the hand-off got slower: the reserve must follow
+    assert policy(s) is True
+    s2 = state(0.5, budget=1.0, chunks=[0.1], handoff=None)  # another container, unmeasured: reserve 0.05
+    assert policy(s2) is False
