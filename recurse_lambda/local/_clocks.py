@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from ._scheduler import Scheduler
@@ -105,24 +106,32 @@ class VirtualClock(SimClock):
         return f"VirtualClock(t={self._t:.3f})"
 
 
-class WallClock(SimClock):
-    """Real elapsed time plus the waits the simulator skipped."""
+class _OffsetClock(SimClock):
+    """A running time source plus the waits the simulator skipped."""
+
+    _source: ClassVar[Callable[[], float]]
 
     def __init__(self) -> None:
-        super().__init__(time.time() - time.monotonic())
+        super().__init__(time.time() - self._source())
         self._offset = 0.0
 
     def _raw(self) -> float:
-        return time.monotonic() + self._offset
+        return self._source() + self._offset
 
     def _skip(self, seconds: float) -> None:
         self._offset += max(0.0, seconds)
 
     def __repr__(self) -> str:
-        return f"WallClock(offset={self._offset:.3f})"
+        return f"{type(self).__name__}(offset={self._offset:.3f})"
 
 
-class CpuClock(SimClock):
+class WallClock(_OffsetClock):
+    """Real elapsed time plus the waits the simulator skipped."""
+
+    _source = staticmethod(time.monotonic)
+
+
+class CpuClock(_OffsetClock):
     """The CPU time of the thread that runs the invocations, plus the waits the simulator skipped.
 
     Work costs what it costs the processor, so other processes' load does not stretch a short simulated timeout
@@ -130,15 +139,4 @@ class CpuClock(SimClock):
     time on the thread that calls ``Simulator.run``.
     """
 
-    def __init__(self) -> None:
-        super().__init__(time.time() - time.thread_time())
-        self._offset = 0.0
-
-    def _raw(self) -> float:
-        return time.thread_time() + self._offset
-
-    def _skip(self, seconds: float) -> None:
-        self._offset += max(0.0, seconds)
-
-    def __repr__(self) -> str:
-        return f"CpuClock(offset={self._offset:.3f})"
+    _source = staticmethod(time.thread_time)
