@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ._scheduler import Scheduler
@@ -109,10 +109,9 @@ class VirtualClock(SimClock):
 class _OffsetClock(SimClock):
     """A running time source plus the waits the simulator skipped."""
 
-    _source: ClassVar[Callable[[], float]]
-
-    def __init__(self) -> None:
-        super().__init__(time.time() - self._source())
+    def __init__(self, source: Callable[[], float]) -> None:
+        super().__init__(time.time() - source())
+        self._source = source
         self._offset = 0.0
 
     def _raw(self) -> float:
@@ -128,7 +127,8 @@ class _OffsetClock(SimClock):
 class WallClock(_OffsetClock):
     """Real elapsed time plus the waits the simulator skipped."""
 
-    _source = staticmethod(time.monotonic)
+    def __init__(self) -> None:
+        super().__init__(time.monotonic)
 
 
 class CpuClock(_OffsetClock):
@@ -139,4 +139,5 @@ class CpuClock(_OffsetClock):
     time on the thread that calls ``Simulator.run``.
     """
 
-    _source = staticmethod(time.thread_time)
+    def __init__(self) -> None:
+        super().__init__(time.thread_time)
