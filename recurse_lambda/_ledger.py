@@ -12,7 +12,11 @@ hand_off   RUNNING ∧ hop = n ∧ owner = me                                   
 finish     RUNNING ∧ hop = n ∧ owner = me                                           SUCCEEDED, result
 fail       RUNNING ∧ hop = n ∧ (owner = ∅ ∨ owner = me ∨ lease expired)              FAILED, error
 cancel     RUNNING                                                                  CANCELLED
+resume     FAILED ∨ (RUNNING ∧ (owner = ∅ ∧ idle ≥ stall ∨ lease expired))          RUNNING, hop n+1, unowned
 ========== ======================================================================== ===========================
+
+``start`` also succeeds over a terminal record whose retention has expired (``expires_at`` ≤ now): the same
+business key may then start a new chain. ``resume`` moves to a new hop, so a straggler of the old one is stale.
 
 A failed condition raises :class:`LedgerConflict` carrying the current record (DynamoDB returns it with
 ``ReturnValuesOnConditionCheckFailure=ALL_OLD``); checkpoint, hand-off and finish raise its subclass
@@ -60,6 +64,8 @@ class ChainRecord:
     handed_off_by: str | None = None  # request id that committed the hand-off to the current hop
     result: Any = None
     error: str | None = None
+    function: str | None = None  # the function (qualified ARN) running the chain, for resume
+    expires_at: float | None = None  # set when the chain ends: after it, the chain id may start anew
 
 
 @runtime_checkable
@@ -67,12 +73,26 @@ class Ledger(Protocol):
     """Conditional storage for chain records. Implementations: :class:`InMemoryLedger`; DynamoDB (adapter)."""
 
     def start(
-        self, chain_id: str, *, progress: dict[str, Any], event: Any, now: float
+        self,
+        chain_id: str,
+        *,
+        progress: dict[str, Any],
+        event: Any,
+        now: float,
+        function: str | None = None,
     ) -> tuple[ChainRecord, bool]:
         """Create the chain unless it exists; returns the record and whether this call created it."""
         ...
 
     def get(self, chain_id: str) -> ChainRecord | None: ...
+
+    def list(self, *, status: ChainStatus | None = None, limit: int = 100) -> list[ChainRecord]:
+        """Chains, most recently updated first, optionally only those with ``status``."""
+        ...
+
+    def resume(self, chain_id: str, *, now: float, stall_after: float = 900.0) -> ChainRecord:
+        """Continue a FAILED chain, or a RUNNING one that stalled, at a new fencing hop (see the table)."""
+        ...
 
     def claim(
         self, chain_id: str, *, hop: int, owner: str, now: float, lease_until: float
@@ -104,7 +124,8 @@ def _json_copy(value: Any) -> Any:
 class InMemoryLedger:
     """A thread-safe in-memory ledger with the exact conditions of the protocol (for tests and the simulator)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, retention: float = 7 * 24 * 3600.0) -> None:
+        self.retention = retention  # seconds a finished chain keeps its id (and result) after it ends
         self._records: dict[str, ChainRecord] = {}
         self._lock = threading.Lock()
 
@@ -116,11 +137,17 @@ class InMemoryLedger:
             return list(self._records.values())
 
     def start(
-        self, chain_id: str, *, progress: dict[str, Any], event: Any, now: float
+        self,
+        chain_id: str,
+        *,
+        progress: dict[str, Any],
+        event: Any,
+        now: float,
+        function: str | None = None,
     ) -> tuple[ChainRecord, bool]:
         with self._lock:
             existing = self._records.get(chain_id)
-            if existing is not None:
+            if existing is not None and (existing.expires_at is None or existing.expires_at > now):
                 return existing, False
             record = ChainRecord(
                 chain_id=chain_id,
@@ -133,6 +160,7 @@ class InMemoryLedger:
                 event=_json_copy(event),
                 started_at=now,
                 updated_at=now,
+                function=function,
             )
             self._records[chain_id] = record
             return record, True
@@ -140,6 +168,41 @@ class InMemoryLedger:
     def get(self, chain_id: str) -> ChainRecord | None:
         with self._lock:
             return self._records.get(chain_id)
+
+    def list(self, *, status: ChainStatus | None = None, limit: int = 100) -> list[ChainRecord]:
+        with self._lock:
+            chosen = [r for r in self._records.values() if status is None or r.status is status]
+        return sorted(chosen, key=lambda r: r.updated_at, reverse=True)[:limit]
+
+    def resume(self, chain_id: str, *, now: float, stall_after: float = 900.0) -> ChainRecord:
+        with self._lock:
+            current = self._records.get(chain_id)
+            ok = current is not None and (
+                current.status is ChainStatus.FAILED
+                or (
+                    current.status is ChainStatus.RUNNING
+                    and (
+                        (current.owner is None and current.updated_at + stall_after <= now)
+                        or (current.owner is not None and current.lease_until <= now)
+                    )
+                )
+            )
+            self._require(chain_id, ok, "resume", current, fenced=False)
+            assert current is not None
+            record = replace(
+                current,
+                status=ChainStatus.RUNNING,
+                hop=current.hop + 1,
+                owner=None,
+                lease_until=0.0,
+                attempts=0,
+                handed_off_by=None,
+                error=None,
+                expires_at=None,
+                updated_at=now,
+            )
+            self._records[chain_id] = record
+            return record
 
     def _require(self, chain_id: str, ok: bool, what: str, current: ChainRecord | None, fenced: bool) -> None:
         if not ok:
@@ -214,6 +277,7 @@ class InMemoryLedger:
                 progress=_json_copy(progress),
                 result=_json_copy(result),
                 updated_at=now,
+                expires_at=now + self.retention,
             )
             self._records[chain_id] = record
             return record
@@ -229,7 +293,14 @@ class InMemoryLedger:
             )
             self._require(chain_id, ok, f"fail at hop {hop}", current, fenced=False)
             assert current is not None
-            record = replace(current, status=ChainStatus.FAILED, owner=None, error=error, updated_at=now)
+            record = replace(
+                current,
+                status=ChainStatus.FAILED,
+                owner=None,
+                error=error,
+                updated_at=now,
+                expires_at=now + self.retention,
+            )
             self._records[chain_id] = record
             return record
 
@@ -239,6 +310,12 @@ class InMemoryLedger:
             ok = current is not None and current.status is ChainStatus.RUNNING
             self._require(chain_id, ok, "cancel", current, fenced=False)
             assert current is not None
-            record = replace(current, status=ChainStatus.CANCELLED, owner=None, updated_at=now)
+            record = replace(
+                current,
+                status=ChainStatus.CANCELLED,
+                owner=None,
+                updated_at=now,
+                expires_at=now + self.retention,
+            )
             self._records[chain_id] = record
             return record

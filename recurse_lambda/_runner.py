@@ -102,7 +102,13 @@ class Hop:
         progress = env.progress
         if self.ledger is not None:
             if env.hop == 0 and not is_envelope(self.event):
-                self.ledger.start(env.chain_id, progress=progress, event=env.event, now=self.clock.time())
+                self.ledger.start(
+                    env.chain_id,
+                    progress=progress,
+                    event=env.event,
+                    now=self.clock.time(),
+                    function=same_version_target(self.context),
+                )
             try:
                 record = self.ledger.claim(
                     env.chain_id,

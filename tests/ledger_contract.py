@@ -113,3 +113,56 @@ class LedgerContract:
         ledger.start("c", progress=progress, event={}, now=1.0)
         progress["state"]["items"].append(2)
         assert ledger.get("c").progress["state"]["items"] == [1]
+
+    def test_list_filters_by_status_newest_first(self, ledger):
+        for i, chain in enumerate(("a", "b", "c")):
+            ledger.start(chain, progress=P0, event={}, now=100.0 + i)
+        ledger.claim("b", hop=0, owner="r", now=110.0, lease_until=200.0)
+        ledger.finish("b", hop=0, owner="r", progress=P1, result=1, now=111.0)
+        assert [r.chain_id for r in ledger.list()] == ["b", "c", "a"]
+        assert [r.chain_id for r in ledger.list(status=ChainStatus.RUNNING)] == ["c", "a"]
+        assert [r.chain_id for r in ledger.list(status=ChainStatus.SUCCEEDED)] == ["b"]
+        assert len(ledger.list(limit=1)) == 1
+
+    def test_the_function_is_recorded_at_start_for_resume(self, ledger):
+        record, _ = ledger.start(
+            "c", progress=P0, event={}, now=1.0, function="arn:aws:lambda:r:1:function:f:7"
+        )
+        assert ledger.get("c").function == record.function == "arn:aws:lambda:r:1:function:f:7"
+
+    def test_resume_continues_a_failed_chain_at_a_new_fencing_hop(self, ledger):
+        self.started(ledger)
+        ledger.claim("c", hop=0, owner="r1", now=101.0, lease_until=200.0)
+        ledger.checkpoint("c", hop=0, owner="r1", progress=P1, now=102.0, lease_until=200.0)
+        ledger.fail("c", hop=0, owner="r1", error="boom", now=103.0)
+        r = ledger.resume("c", now=104.0)
+        assert (r.status, r.hop, r.owner, r.error, r.progress) == (ChainStatus.RUNNING, 1, None, None, P1)
+        with pytest.raises(LedgerConflict):  # a straggler of the old hop is stale
+            ledger.claim("c", hop=0, owner="r1", now=105.0, lease_until=300.0)
+        assert ledger.claim("c", hop=1, owner="r9", now=105.0, lease_until=300.0).owner == "r9"
+
+    def test_resume_takes_a_stalled_running_chain_but_not_a_live_one(self, ledger):
+        self.started(ledger)
+        with pytest.raises(LedgerConflict):  # unowned, but not idle long enough to call it stalled
+            ledger.resume("c", now=150.0, stall_after=900.0)
+        assert ledger.resume("c", now=1001.0, stall_after=900.0).hop == 1
+        ledger.claim("c", hop=1, owner="r1", now=1002.0, lease_until=2000.0)
+        with pytest.raises(LedgerConflict):  # owned and its lease is live
+            ledger.resume("c", now=1500.0)
+        assert ledger.resume("c", now=2000.0).hop == 2  # the lease expired: the owner is gone
+        ledger.claim("c", hop=2, owner="r2", now=2001.0, lease_until=3000.0)
+        ledger.finish("c", hop=2, owner="r2", progress=P1, result=1, now=2002.0)
+        with pytest.raises(LedgerConflict):  # a finished chain is not resumed
+            ledger.resume("c", now=9999.0)
+        with pytest.raises(LedgerConflict):
+            ledger.resume("missing", now=1.0)
+
+    def test_a_finished_chain_keeps_its_id_until_its_retention_expires(self, ledger):
+        self.started(ledger)
+        ledger.claim("c", hop=0, owner="r1", now=101.0, lease_until=200.0)
+        done = ledger.finish("c", hop=0, owner="r1", progress=P1, result={"x": 1}, now=102.0)
+        assert done.expires_at is not None and done.expires_at > 102.0
+        again, created = ledger.start("c", progress=P0, event={"e": 2}, now=done.expires_at - 1)
+        assert not created and again.result == {"x": 1}
+        fresh, created = ledger.start("c", progress=P0, event={"e": 2}, now=done.expires_at + 1)
+        assert created and fresh.status is ChainStatus.RUNNING and fresh.event == {"e": 2}

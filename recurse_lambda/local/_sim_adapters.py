@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigurationError, EnvelopeError
 from .._invoke import InvokeThrottled
-from .._ledger import ChainRecord, Ledger
+from .._ledger import ChainRecord, ChainStatus, Ledger
 from ._faults import InvocationFaults
 
 if TYPE_CHECKING:
@@ -69,10 +69,16 @@ class _SimLedger:
         return record
 
     def start(
-        self, chain_id: str, *, progress: dict[str, Any], event: Any, now: float
+        self,
+        chain_id: str,
+        *,
+        progress: dict[str, Any],
+        event: Any,
+        now: float,
+        function: str | None = None,
     ) -> tuple[ChainRecord, bool]:
         self.sim.clock.sleep(self.sim.ledger_latency)
-        return self.inner.start(chain_id, progress=progress, event=event, now=now)
+        return self.inner.start(chain_id, progress=progress, event=event, now=now, function=function)
 
     def get(self, chain_id: str) -> ChainRecord | None:
         self.sim.clock.sleep(self.sim.ledger_latency)
@@ -131,6 +137,15 @@ class _SimLedger:
             hop,
             owner,
             lambda: self.inner.fail(chain_id, hop=hop, owner=owner, error=error, now=now),
+        )
+
+    def list(self, *, status: ChainStatus | None = None, limit: int = 100) -> list[ChainRecord]:
+        self.sim.clock.sleep(self.sim.ledger_latency)
+        return self.inner.list(status=status, limit=limit)
+
+    def resume(self, chain_id: str, *, now: float, stall_after: float = 900.0) -> ChainRecord:
+        return self._call(
+            None, "resume", -1, None, lambda: self.inner.resume(chain_id, now=now, stall_after=stall_after)
         )
 
     def cancel(self, chain_id: str, *, now: float) -> ChainRecord:
