@@ -30,6 +30,7 @@ from ._errors import (
 )
 from ._invoke import Invoker, InvokeThrottled, same_version_target
 from ._ledger import ChainRecord, ChainStatus, InMemoryLedger, Ledger
+from ._notify import ChainFailureNotice, FailureNotifier, NotifyError
 from ._policy import (
     BudgetPolicy,
     BudgetState,
@@ -55,6 +56,7 @@ __all__ = [
     "BudgetState",
     "ChainConfig",
     "ChainFailed",
+    "ChainFailureNotice",
     "ChainRecord",
     "ChainStatus",
     "ChunkTimings",
@@ -66,6 +68,7 @@ __all__ = [
     "EnvelopeCodec",
     "EnvelopeError",
     "EnvelopeSignatureError",
+    "FailureNotifier",
     "GuardExceeded",
     "HandOffError",
     "HandOffTimings",
@@ -79,6 +82,7 @@ __all__ = [
     "MalformedRecordError",
     "MaxDurationExceeded",
     "MaxHopsExceeded",
+    "NotifyError",
     "ObjectChangedError",
     "ObjectNotFoundError",
     "Outcome",

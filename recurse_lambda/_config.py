@@ -20,6 +20,7 @@ from ._errors import (
     ObjectNotFoundError,
 )
 from ._ledger import Ledger
+from ._notify import FailureNotifier
 from ._policy import BudgetPolicy, predictive
 
 SIGNING_KEY_ENV = "RECURSE_LAMBDA_SIGNING_KEY"
@@ -64,6 +65,11 @@ class ChainConfig:
     signing_key_env: str = SIGNING_KEY_ENV
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     permanent_errors: tuple[type[BaseException], ...] = ()
+    notifier: FailureNotifier | None = None  # told when a chain fails for good (SQS, SNS, EventBridge)
+    check_recursion: bool = True  # at a chain's first hop, refuse to run if RecursiveLoop is Terminate (AWS)
+    log_state: bool = False  # put the full state in log lines (off: a summary of its scalar fields)
+    metrics: bool = False  # print CloudWatch embedded-metric-format lines (hops, chunks, utilisation, ...)
+    metrics_namespace: str = "RecurseLambda"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.state, type) and issubclass(self.state, BaseModel)):

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._endings import chain_ended
 from ._envelope import ENVELOPE_KEY, Envelope, is_envelope
 from ._errors import ConfigurationError, EnvelopeError, EnvelopeSignatureError, LedgerConflict
 from ._ledger import ChainRecord, ChainStatus
@@ -74,7 +75,7 @@ def abandoned(inv: Hop, record: Mapping[str, Any]) -> dict[str, Any]:
             "function's RecursiveLoop to Allow (PutFunctionRecursionConfig) and rely on max_hops instead"
         )
     if inv.ledger is None:
-        log.error("chain %s (stateless) lost at hop %d: %s", env.chain_id, env.hop, error)
+        chain_ended(inv, ChainStatus.FAILED, None, error)
         return inv._response(Outcome.FAILED, ChainStatus.FAILED, error=error)
     current = inv.ledger.get(env.chain_id)
     hop = env.hop
@@ -91,7 +92,7 @@ def abandoned(inv: Hop, record: Mapping[str, Any]) -> dict[str, Any]:
         )
     except LedgerConflict as conflict:
         return not_claimed(inv, conflict.current)
-    log.error("chain %s failed at hop %d: %s", env.chain_id, hop, error)
+    chain_ended(inv, ChainStatus.FAILED, updated, error)
     return inv._response(
         Outcome.FAILED, ChainStatus.FAILED, error=error, last_state=updated.progress.get("state")
     )
@@ -117,4 +118,5 @@ def rejected(inv: Hop, exc: EnvelopeError | ConfigurationError) -> dict[str, Any
     except (KeyError, TypeError, ValueError, LedgerConflict):
         return inv._response(Outcome.REJECTED, None, error=error_text(exc))
     inv.env = Envelope(chain_id, hop, record.progress, record.event, record.started_at)
+    chain_ended(inv, ChainStatus.FAILED, record, error_text(exc))
     return inv._response(Outcome.FAILED, ChainStatus.FAILED, error=error_text(exc))

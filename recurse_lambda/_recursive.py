@@ -56,8 +56,20 @@ class RecursiveHandler:
                 spill=S3SpillStore(warm.client_getter("s3"), bucket, prefix) if bucket else None,
                 s3_client=warm.client_getter("s3"),
                 environ=os.environ,
+                recursion_guard=self._recursion_guard if self.config.check_recursion else None,
             )
         return self._world
+
+    def _recursion_guard(self, context: Any) -> Any:
+        """The container's RecursionGuard (asks GetFunctionRecursionConfig once per container)."""
+        warm = self.warm
+        if warm.recursion_guard is None:
+            from .aws._recursion import RecursionGuard
+
+            warm.recursion_guard = RecursionGuard(
+                str(context.invoked_function_arn), client=warm.client_getter("lambda")
+            )
+        return warm.recursion_guard
 
     def __repr__(self) -> str:
         return f"<recursive handler {self.fn.__module__}.{self.fn.__qualname__}>"

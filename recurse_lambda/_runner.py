@@ -17,6 +17,7 @@ from typing import Any
 
 from ._config import ChainConfig
 from ._deliveries import abandoned, error_text, not_claimed, rejected
+from ._endings import chain_ended, observe_invocation
 from ._envelope import Envelope, EnvelopeCodec, canonical, is_envelope
 from ._errors import (
     ChunkTooLargeError,
@@ -74,6 +75,7 @@ class Hop:
         self.codec = codec_for(config, world)
         self.event = event
         self.env: Envelope | None = None
+        self.last_progress: dict[str, Any] | None = None
         self.attempt: int | None = None
         if world.observer is not None:
             world.observer(self.stats)
@@ -85,6 +87,7 @@ class Hop:
             return self._run()
         finally:
             self.stats.ended = self.clock.now()
+            observe_invocation(self)
 
     def _run(self) -> dict[str, Any]:
         if is_destination_record(self.event):
@@ -144,6 +147,9 @@ class Hop:
                     f"chain {env.chain_id} has run {self.clock.time() - env.started_at:.0f} s, over "
                     f"max_duration={self.config.max_duration:.0f} s"
                 )
+            guard = self.world.recursion_guard
+            if env.hop == 0 and guard is not None:
+                guard(self.context).check()  # RecursiveLoop must be Allow, or Lambda stops the chain at ~16
             return self._work(state, run)
         except LostLeaseError:
             log.warning("chain %s hop %d: lost its lease; stopping without hand-off", env.chain_id, env.hop)
@@ -275,7 +281,9 @@ class Hop:
         marker.set(env.chain_id, env.hop, budget, attempts=seen + 1)
 
     def _progress(self, state: Any, run: Run) -> dict[str, Any]:
-        return {"state": state.model_dump(mode="json"), "chunks": run.chunk, "pins": dict(run.pins)}
+        progress = {"state": state.model_dump(mode="json"), "chunks": run.chunk, "pins": dict(run.pins)}
+        self.last_progress = progress  # what this invocation last committed or handed on (for its log line)
+        return progress
 
     def _lease_until(self) -> float:
         return self.clock.time() + (self.deadline - self.clock.now()) + self.config.lease_margin
@@ -300,8 +308,9 @@ class Hop:
             json.dumps(result)
         except (TypeError, ValueError) as exc:
             raise ConfigurationError(f"the chain's result must be JSON-serialisable: {exc}") from exc
+        record = None
         if self.ledger is not None:
-            self.ledger.finish(
+            record = self.ledger.finish(
                 self.env.chain_id,
                 hop=self.env.hop,
                 owner=self.request_id,
@@ -309,6 +318,7 @@ class Hop:
                 result=result,
                 now=self.clock.time(),
             )
+        chain_ended(self, ChainStatus.SUCCEEDED, record)
         return self._response(Outcome.SUCCEEDED, ChainStatus.SUCCEEDED, result=result)
 
     def _hand_off(self, state: Any, run: Run, since: float | None = None) -> dict[str, Any]:
@@ -374,7 +384,7 @@ class Hop:
         if self.ledger is not None and (permanent or last):
             return self._fail(error_text(exc), exc)
         if self.ledger is None and permanent:
-            log.error("chain %s failed at hop %d: %s", env.chain_id, env.hop, error_text(exc))
+            chain_ended(self, ChainStatus.FAILED, None, error_text(exc))
             return self._response(Outcome.FAILED, ChainStatus.FAILED, error=error_text(exc))
         self.stats.outcome = Outcome.RETRYING
         log.warning(
@@ -395,7 +405,9 @@ class Hop:
             )
         except LedgerConflict as conflict:
             return not_claimed(self, conflict.current)
-        log.error("chain %s failed at hop %d: %s", env.chain_id, env.hop, error, exc_info=exc)
+        if exc is not None:
+            log.debug("chain %s failed at hop %d", env.chain_id, env.hop, exc_info=exc)
+        chain_ended(self, ChainStatus.FAILED, record, error)
         return self._response(
             Outcome.FAILED, ChainStatus.FAILED, error=error, last_state=record.progress.get("state")
         )

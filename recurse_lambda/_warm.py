@@ -43,6 +43,7 @@ class WarmState:
         self.timings = ChunkTimings()
         self.handoff = HandOffTimings()
         self.invocations = 0
+        self.recursion_guard: Any | None = None  # the RecursionGuard of this container, once created
         self._client_factory = client_factory or boto3_client
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._clock import Clock
 from ._envelope import SpillStore
@@ -32,6 +32,16 @@ class World:
     on_safe_point: Callable[[], None] | None = None
     # Given the invocation's live statistics as soon as it starts (the simulator's report reads them).
     observer: Callable[[InvocationStats], None] | None = None
+    # Returns the container's recursion-setting check for this invocation's function (AWS only); None: no check.
+    recursion_guard: Callable[[Any], RecursionCheck] | None = None
+    # Where embedded-metric-format lines go (stdout, which CloudWatch Logs reads, in production).
+    metrics_sink: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
+
+
+class RecursionCheck(Protocol):
+    def check(self) -> None:
+        """Raise if the function may not invoke itself without limit; may warn and pass when it cannot tell."""
+        ...
 
 
 class Outcome(StrEnum):

@@ -104,6 +104,7 @@ class Simulator:
         max_invocations: int = 100_000,
         concurrent: bool | None = None,
         cache: Callable[[str], Any] | None = None,
+        metrics_sink: Callable[[str], None] | None = None,
     ) -> None:
         if not isinstance(handler, RecursiveHandler):
             raise ConfigurationError(f"the simulator runs @recursive handlers, not {handler!r}")
@@ -140,6 +141,7 @@ class Simulator:
         # Builds each container's S3 content cache from its tmp directory, e.g.
         # ``lambda tmp: S3Cache(tmp_dir=tmp, clock=sim.clock)``; default: the handler's default cache.
         self.cache = cache
+        self.metrics_sink = metrics_sink  # where EMF lines of handlers with metrics=True go (default: stdout)
         if concurrent and not isinstance(self.clock, VirtualClock):
             raise ConfigurationError("concurrent invocations need a VirtualClock")
         self.concurrent = isinstance(self.clock, VirtualClock) if concurrent is None else concurrent
@@ -271,6 +273,8 @@ class Simulator:
             on_safe_point=lambda: self._safe_point(faults),
             observer=live.append,
         )
+        if self.metrics_sink is not None:
+            world.metrics_sink = self.metrics_sink
         context = FakeContext(
             clock=self.clock,
             deadline=start + self.timeout,
