@@ -83,6 +83,18 @@ class LedgerConflict(RecurseLambdaError):
         self.current = current
 
 
+class LedgerError(RecurseLambdaError):
+    """The ledger's store failed for a reason other than a refused condition (throttled, missing table, denied).
+
+    The runner treats it as transient: the invocation raises and Lambda retries it. ``code`` is the AWS error
+    code when there was one.
+    """
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class LostLeaseError(LedgerConflict):
     """This invocation no longer owns its hop; it must stop without handing off."""
 

@@ -25,6 +25,7 @@ from ._errors import (
     EnvelopeError,
     HandOffError,
     LedgerConflict,
+    LedgerError,
     LostLeaseError,
     MaxDurationExceeded,
     MaxHopsExceeded,
@@ -105,7 +106,7 @@ class Hop:
         progress = env.progress
         if self.ledger is not None:
             if env.hop == 0 and not is_envelope(self.event):
-                self.ledger.start(
+                self.ledger.start(  # a LedgerError here propagates: Lambda retries the first event
                     env.chain_id,
                     progress=progress,
                     event=env.event,
@@ -122,6 +123,12 @@ class Hop:
                 )
             except LedgerConflict as conflict:
                 return not_claimed(self, conflict.current)
+            except LedgerError as exc:  # throttled, table missing, unreachable: Lambda retries the delivery
+                self.stats.outcome = Outcome.RETRYING
+                log.warning(
+                    "chain %s hop %d: the ledger failed (%s); Lambda will retry", env.chain_id, env.hop, exc
+                )
+                raise
             progress, self.attempt = record.progress, record.attempts
             env = Envelope(env.chain_id, env.hop, progress, record.event, record.started_at, env.code_version)
             self.env = env

@@ -166,3 +166,17 @@ class LedgerContract:
         assert not created and again.result == {"x": 1}
         fresh, created = ledger.start("c", progress=P0, event={"e": 2}, now=done.expires_at + 1)
         assert created and fresh.status is ChainStatus.RUNNING and fresh.event == {"e": 2}
+
+    def test_hand_off_commits_the_progress_it_is_given(self, ledger):
+        self.started(ledger)
+        ledger.claim("c", hop=0, owner="r1", now=101.0, lease_until=200.0)
+        fresh = {"state": {"n": 42}, "chunks": 9, "pins": {}}
+        assert ledger.hand_off("c", hop=0, owner="r1", progress=fresh, now=102.0).progress == fresh
+        assert ledger.get("c").progress == fresh
+
+    def test_leases_and_stalls_expire_at_their_exact_edge(self, ledger):
+        self.started(ledger)
+        ledger.claim("c", hop=0, owner="r1", now=101.0, lease_until=200.0)
+        with pytest.raises(LedgerConflict):
+            ledger.claim("c", hop=0, owner="r2", now=199.999, lease_until=300.0)
+        assert ledger.claim("c", hop=0, owner="r2", now=200.0, lease_until=300.0).owner == "r2"

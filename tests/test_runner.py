@@ -479,3 +479,20 @@ def test_each_simulated_container_gets_the_cache_the_factory_builds_and_a_reset_
     assert report.result == expected(200)
     assert len(built) == 2 and built[0] == built[1]  # the crash reset the runtime: same /tmp, new memory
     assert sim._containers[0].warm.cache.stats.misses == 0
+
+
+def test_a_ledger_that_fails_at_claim_time_makes_lambda_retry_the_delivery(clock):
+    from recurse_lambda import LedgerError
+
+    class Unreachable(InMemoryLedger):
+        failures = 1
+
+        def claim(self, *args, **kwargs):
+            if self.failures:
+                self.failures -= 1
+                raise LedgerError("throttled", code="ProvisionedThroughputExceededException")
+            return super().claim(*args, **kwargs)
+
+    report = simulate(counting_handler(clock), timeout=10, clock=clock, ledger=Unreachable()).run({"n": 50})
+    assert report.result == expected(50)
+    assert [r.outcome for r in report.rows[:2]] == ["error", "succeeded"] and report.rows[1].kind == "retry"

@@ -23,10 +23,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .._errors import LedgerConflict, LostLeaseError
+from .._errors import LedgerConflict, LedgerError, LostLeaseError
 from .._ledger import ChainRecord, ChainStatus
 from .._warm import boto3_client
-from ._dynamodb_items import Item, ItemCodec, LedgerError
+from ._dynamodb_items import Item, ItemCodec
 from ._dynamodb_items import n as _n
 from ._dynamodb_items import s as _s
 

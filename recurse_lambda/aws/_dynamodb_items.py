@@ -25,25 +25,13 @@ from urllib.parse import quote
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .._errors import RecurseLambdaError
+from .._errors import LedgerError
 from .._ledger import ChainRecord, ChainStatus
 
 Item = dict[str, Any]
 
 _CACHE_ENTRIES = 8
 _CACHE_CHARS = 16 * 1024 * 1024
-
-
-class LedgerError(RecurseLambdaError):
-    """The ledger's store failed for a reason other than a refused condition (throttled, missing table, denied).
-
-    The runner treats it as transient: the invocation raises and Lambda retries it. ``code`` is the AWS error
-    code when there was one.
-    """
-
-    def __init__(self, message: str, code: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def n(value: float) -> dict[str, str]:
