@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from recurse_lambda import Run, recursive
+from recurse_lambda.aws import ledger_from_env
 
 
 class Totals(BaseModel):
@@ -30,7 +31,7 @@ class Totals(BaseModel):
 
 
 # Bad input (a missing column, a cell that is not a number) fails the chain at once: a retry cannot help.
-@recursive(state=Totals, permanent_errors=(KeyError, TypeError, ValueError))
+@recursive(state=Totals, ledger=ledger_from_env(), permanent_errors=(KeyError, TypeError, ValueError))
 def handler(event: dict[str, Any], state: Totals, run: Run) -> Generator[None, None, dict[str, Any]]:
     group_by, column = event["group_by"], event["sum"]
     reader = run.s3.csv(event["bucket"], event["key"], start=state.offset, header=state.header)

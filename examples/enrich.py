@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from recurse_lambda import Run, recursive
+from recurse_lambda.aws import ledger_from_env
 
 
 class Totals(BaseModel):
@@ -45,7 +46,7 @@ def parse_lookup(data: bytes) -> dict[str, str]:
 
 
 # Bad input (a missing field, an amount that is not a number) fails the chain at once: a retry cannot help.
-@recursive(state=Totals, permanent_errors=(KeyError, TypeError, ValueError))
+@recursive(state=Totals, ledger=ledger_from_env(), permanent_errors=(KeyError, TypeError, ValueError))
 def handler(event: dict[str, Any], state: Totals, run: Run) -> Generator[None, None, dict[str, Any]]:
     id_field, amount_field = event.get("id_field", "id"), event.get("amount_field", "amount")
     lookup = run.s3.open(event["lookup_bucket"], event["lookup_key"])  # the first hop pins its ETag

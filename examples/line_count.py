@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from recurse_lambda import Run, recursive
+from recurse_lambda.aws import ledger_from_env
 
 
 class Progress(BaseModel):
@@ -25,7 +26,7 @@ class Progress(BaseModel):
     checksum: int = 0
 
 
-@recursive(state=Progress)
+@recursive(state=Progress, ledger=ledger_from_env())  # stateless when no table is configured
 def handler(event: dict[str, Any], state: Progress, run: Run) -> Generator[None, None, dict[str, int]]:
     reader = run.s3.lines(event["bucket"], event["key"], start=state.offset, encoding=None)
     for batch in reader.batches(20_000):

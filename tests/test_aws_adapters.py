@@ -106,3 +106,19 @@ def test_the_production_path_invokes_its_own_version_with_a_signed_envelope(monk
     assert sent[0]["InvocationType"] == "Event"
     body = json.loads(sent[0]["Payload"])[ENVELOPE_KEY]
     assert body["hop"] == 1 and body["event"] == {"job": 1} and len(body["sig"]) == 64
+
+
+def test_the_ledger_comes_from_the_environment_the_template_sets():
+    from recurse_lambda.aws import DynamoDBLedger, ledger_from_env
+
+    assert ledger_from_env({}) is None  # no table: stateless mode
+    ledger = ledger_from_env(
+        {
+            "RECURSE_LAMBDA_TABLE": "chains",
+            "RECURSE_LAMBDA_SPILL_BUCKET": "spill",
+            "RECURSE_LAMBDA_SPILL_PREFIX": "p/",
+        }
+    )
+    assert isinstance(ledger, DynamoDBLedger) and ledger.table == "chains"
+    assert ledger.s3_offload == ("spill", "p/ledger/")  # large state under the spill prefix
+    assert ledger_from_env({"RECURSE_LAMBDA_TABLE": "chains"}).table == "chains"

@@ -1,7 +1,22 @@
 """AWS implementations of the core protocols. Each is replaceable and creates its boto3 client lazily."""
 
-from ._dynamodb import DynamoDBLedger, LedgerError
+from .._errors import LedgerError
+from ._dynamodb import DynamoDBLedger
+from ._env import ledger_from_env
 from ._lambda import LambdaInvoker
+from ._notify import EventBridgeNotifier, SnsNotifier, SqsNotifier
+from ._recursion import RecursionGuard, RecursionNotAllowed
 from ._spill import S3SpillStore
 
-__all__ = ["DynamoDBLedger", "LambdaInvoker", "LedgerError", "S3SpillStore"]
+__all__ = [
+    "DynamoDBLedger",
+    "EventBridgeNotifier",
+    "LambdaInvoker",
+    "LedgerError",
+    "RecursionGuard",
+    "RecursionNotAllowed",
+    "S3SpillStore",
+    "SnsNotifier",
+    "SqsNotifier",
+    "ledger_from_env",
+]
