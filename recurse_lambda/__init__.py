@@ -6,6 +6,7 @@ are imported only when used.
 
 from ._clock import Clock, SystemClock
 from ._config import ChainConfig, EmptyState
+from ._control import ChainControl, ChainStateError, UnknownChainError
 from ._envelope import ENVELOPE_KEY, Envelope, EnvelopeCodec, SpillStore
 from ._errors import (
     AccessDeniedError,
@@ -56,9 +57,11 @@ __all__ = [
     "BudgetPolicy",
     "BudgetState",
     "ChainConfig",
+    "ChainControl",
     "ChainFailed",
     "ChainFailureNotice",
     "ChainRecord",
+    "ChainStateError",
     "ChainStatus",
     "ChunkTimings",
     "ChunkTooLargeError",
@@ -95,6 +98,7 @@ __all__ = [
     "S3Error",
     "SpillStore",
     "SystemClock",
+    "UnknownChainError",
     "WarmState",
     "World",
     "__version__",

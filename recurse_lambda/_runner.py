@@ -29,6 +29,7 @@ from ._errors import (
     LostLeaseError,
     MaxDurationExceeded,
     MaxHopsExceeded,
+    RecurseLambdaError,
 )
 from ._invoke import InvokeThrottled, same_version_target
 from ._ledger import ChainStatus
@@ -97,7 +98,9 @@ class Hop:
             env = self.codec.decode(self.event) if is_envelope(self.event) else self._first_envelope()
         except (EnvelopeError, ConfigurationError) as exc:
             return rejected(self, exc)
-        except Exception as exc:  # chain_id= or initial_state= refused the event: it would on every retry
+        except Exception as exc:  # chain_id= or initial_state= refused the event: it would on every retry...
+            if isinstance(exc, RecurseLambdaError) and not self.config.is_permanent(exc):
+                raise  # ...unless it is a transient library error (an S3 HEAD for the key, say): Lambda retries
             return rejected(
                 self, ConfigurationError(f"the first event cannot start a chain: {error_text(exc)}")
             )

@@ -1,4 +1,5 @@
-"""The ``recurse-lambda`` command: ``demo``, ``simulate`` and ``--version``.
+"""The ``recurse-lambda`` command: ``demo``, ``simulate``, chain control (``status``, ``list``, ``cancel``,
+``resume``) and ``--version``.
 
 Exit status: 0 on success, 1 when a chain did not succeed (or the run broke), 2 for a usage error.
 Nothing in the library imports this module.
@@ -18,7 +19,7 @@ PROG = "recurse-lambda"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import _cli_demo, _cli_simulate
+    from . import _cli_control, _cli_demo, _cli_simulate
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _cli_demo.add_parser(sub)
     _cli_simulate.add_parser(sub)
+    _cli_control.add_parsers(sub)
     return parser
 
 

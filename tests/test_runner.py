@@ -496,3 +496,19 @@ def test_a_ledger_that_fails_at_claim_time_makes_lambda_retry_the_delivery(clock
     report = simulate(counting_handler(clock), timeout=10, clock=clock, ledger=Unreachable()).run({"n": 50})
     assert report.result == expected(50)
     assert [r.outcome for r in report.rows[:2]] == ["error", "succeeded"] and report.rows[1].kind == "retry"
+
+
+def test_a_transient_error_in_the_key_function_is_retried_not_rejected(clock):
+    from recurse_lambda import S3Error
+
+    calls: list[int] = []
+
+    def key(event):
+        calls.append(1)
+        if len(calls) == 1:
+            raise S3Error("cannot inspect s3://my-bucket/k: connection reset")  # transient
+        return "job-1"
+
+    report = simulate(counting_handler(clock, chain_id=key), timeout=10, clock=clock).run({"n": 20})
+    assert report.result == expected(20) and report.chain_id == "job-1"
+    assert [r.kind for r in report.rows[:2]] == ["first", "retry"]

@@ -1,0 +1,230 @@
+"""Chain control from Python: status, list, cancel and resume over any :class:`Ledger` (DESIGN §4).
+
+``resume`` moves the chain to a new fencing hop in the ledger first and only then sends that hop's envelope to
+the function the chain runs on, so a straggler of the old hop finds itself stale and does nothing. If the send
+fails, the ledger already shows the new hop, unowned: ``resume(chain_id, stall_after=0)`` fences it off in turn
+and sends again (a delivery that arrives late anyway is then stale too).
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ._clock import Clock, SystemClock
+from ._config import SIGNING_KEY_ENV, SPILL_BUCKET_ENV, SPILL_PREFIX_ENV
+from ._envelope import DEFAULT_MAX_PAYLOAD_BYTES, Envelope, EnvelopeCodec, SpillStore, canonical
+from ._errors import ConfigurationError, HandOffError, LedgerConflict, RecurseLambdaError
+from ._invoke import Invoker
+from ._ledger import ChainRecord, ChainStatus, Ledger
+
+__all__ = ["ChainControl", "ChainStateError", "UnknownChainError"]
+
+ClientFactory = Callable[[str], Any]
+
+
+class UnknownChainError(RecurseLambdaError):
+    """The ledger holds no chain with this id (never started, or removed after its retention)."""
+
+    def __init__(self, chain_id: str) -> None:
+        super().__init__(
+            f"no chain {chain_id!r} in the ledger (never started, or expired after its retention)"
+        )
+        self.chain_id = chain_id
+
+
+class ChainStateError(LedgerConflict):
+    """The chain is not in a state that allows the action; ``current`` is the record as the ledger holds it."""
+
+    def __init__(self, message: str, current: ChainRecord) -> None:
+        super().__init__(message, current)
+        self.status = current.status
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+
+
+def _boto3_client(service: str) -> Any:
+    import boto3
+
+    return boto3.client(service)
+
+
+def code_version_of(function: str) -> str:
+    """The published version a qualified function ARN names, or ``$LATEST`` (what the runner records)."""
+    parts = function.split(":")
+    qualifier = parts[7] if len(parts) == 8 and parts[5] == "function" else ""
+    return qualifier if qualifier.isdigit() else "$LATEST"
+
+
+class ChainControl:
+    """Look at and steer chains recorded in ``ledger``.
+
+    ``invoker`` sends a resumed hop (default: Lambda, through a client made on first use by
+    ``client_factory``); ``environ`` supplies the signing key (``RECURSE_LAMBDA_SIGNING_KEY``, which must be the
+    function's) and, when ``spill`` is not given, the spill bucket (``RECURSE_LAMBDA_SPILL_BUCKET``).
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        invoker: Invoker | None = None,
+        clock: Clock | None = None,
+        environ: Mapping[str, str] | None = None,
+        spill: SpillStore | None = None,
+        client_factory: ClientFactory | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    ) -> None:
+        self.ledger = ledger
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.environ: Mapping[str, str] = environ if environ is not None else os.environ
+        self._client_factory = client_factory or _boto3_client
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        if invoker is None:
+            from .aws import LambdaInvoker
+
+            invoker = LambdaInvoker(lambda: self._client("lambda"))
+        self.invoker = invoker
+        if spill is None and self.environ.get(SPILL_BUCKET_ENV):
+            from .aws import S3SpillStore
+
+            prefix = self.environ.get(SPILL_PREFIX_ENV) or "recurse-lambda/envelopes/"
+            spill = S3SpillStore(lambda: self._client("s3"), self.environ[SPILL_BUCKET_ENV], prefix)
+        self.spill = spill
+        key = self.environ.get(SIGNING_KEY_ENV)
+        self.codec = EnvelopeCodec(
+            signing_key=key.encode() if key else None, spill=spill, max_payload_bytes=max_payload_bytes
+        )
+
+    @property
+    def signs(self) -> bool:
+        """Whether resumed envelopes are signed (the function rejects unsigned ones if it has a key)."""
+        return self.codec.signing_key is not None
+
+    def _client(self, service: str) -> Any:
+        with self._lock:
+            if service not in self._clients:
+                self._clients[service] = self._client_factory(service)
+            return self._clients[service]
+
+    # ------------------------------------------------------------------ reading
+
+    def status(self, chain_id: str) -> ChainRecord:
+        """The chain's record; :class:`UnknownChainError` when there is none."""
+        record = self.ledger.get(chain_id)
+        if record is None:
+            raise UnknownChainError(chain_id)
+        return record
+
+    def list(self, status: ChainStatus | str | None = None, limit: int = 100) -> builtins.list[ChainRecord]:
+        """Chains, most recently updated first; only those with ``status`` when given."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ConfigurationError(f"limit must be a positive integer, not {limit!r}")
+        return self.ledger.list(status=parse_status(status) if status is not None else None, limit=limit)
+
+    # ------------------------------------------------------------------ steering
+
+    def cancel(self, chain_id: str) -> ChainRecord:
+        """Mark a RUNNING chain CANCELLED; its next claim, checkpoint or hand-off sees it and stops."""
+        try:
+            return self.ledger.cancel(chain_id, now=self.clock.time())
+        except LedgerConflict as conflict:
+            current = self._current(chain_id, conflict)
+            raise ChainStateError(
+                f"cannot cancel chain {chain_id}: it is {current.status}; only a RUNNING chain can be cancelled",
+                current,
+            ) from conflict
+
+    def resume(self, chain_id: str, stall_after: float = 900.0) -> ChainRecord:
+        """Continue a FAILED chain, or a RUNNING one whose hop stalled, from its last committed state.
+
+        A RUNNING chain counts as stalled when its hop is held by a lease that has expired, or when it has been
+        handed off but left unclaimed for ``stall_after`` seconds. Returns the record at its new hop.
+        """
+        if stall_after < 0:
+            raise ConfigurationError(f"stall_after must be zero or more seconds, not {stall_after!r}")
+        before = self.status(chain_id)
+        if not before.function:
+            raise ConfigurationError(
+                f"cannot resume chain {chain_id}: the ledger does not record which function runs it (it was "
+                "started by a version of recurse-lambda that did not record it); start it again instead"
+            )
+        if self.codec.spill is None:
+            self._fits(before)  # too large to send without a spill store: say so before touching the ledger
+        try:
+            record = self.ledger.resume(chain_id, now=self.clock.time(), stall_after=stall_after)
+        except LedgerConflict as conflict:
+            current = self._current(chain_id, conflict)
+            raise ChainStateError(self._why_not_resumable(current, stall_after), current) from conflict
+        function = record.function or before.function
+        try:
+            payload = self.codec.encode(
+                Envelope(
+                    chain_id,
+                    record.hop,
+                    record.progress,
+                    record.event,
+                    record.started_at,
+                    code_version_of(function),
+                )
+            )
+            self.invoker.invoke_async(function, payload)
+        except (HandOffError, ConfigurationError) as exc:
+            raise HandOffError(
+                f"chain {chain_id} was moved to hop {record.hop} in the ledger, but its envelope could not be "
+                f"sent to {function}: {exc}; once the cause is fixed, resume it again with stall_after=0 (CLI: "
+                "--stall-after 0)"
+            ) from exc
+        return record
+
+    # ------------------------------------------------------------------ helpers
+
+    def _current(self, chain_id: str, conflict: LedgerConflict) -> ChainRecord:
+        current = conflict.current if conflict.current is not None else self.ledger.get(chain_id)
+        if current is None:
+            raise UnknownChainError(chain_id) from conflict
+        return current
+
+    def _fits(self, record: ChainRecord) -> None:
+        size = len(canonical({"progress": record.progress, "event": record.event}))
+        if size > self.codec.max_payload_bytes:
+            raise ConfigurationError(
+                f"cannot resume chain {record.chain_id}: its state and event take {size} bytes, over the "
+                f"{self.codec.max_payload_bytes}-byte invoke limit, and no spill bucket is configured: set "
+                f"{SPILL_BUCKET_ENV} to the function's spill bucket"
+            )
+
+    def _why_not_resumable(self, current: ChainRecord, stall_after: float) -> str:
+        head = f"cannot resume chain {current.chain_id}: it is {current.status}"
+        if current.status is not ChainStatus.RUNNING:
+            return f"{head}; only a FAILED chain, or a RUNNING one that stalled, can be resumed"
+        now = self.clock.time()
+        if current.owner is not None:
+            return (
+                f"{head} at hop {current.hop}, held by request {current.owner} until {_when(current.lease_until)} "
+                f"({current.lease_until - now:.0f} s from now); resume it once that lease has expired, if the "
+                "hop has not moved on by then"
+            )
+        idle = now - current.updated_at
+        return (
+            f"{head}: hop {current.hop} was handed off {idle:.0f} s ago and may still start; a chain counts as "
+            f"stalled after {stall_after:.0f} s unclaimed (pass stall_after=0 if you know the hand-off was lost)"
+        )
+
+
+def parse_status(value: ChainStatus | str) -> ChainStatus:
+    """``"failed"`` or ``ChainStatus.FAILED`` → ``ChainStatus.FAILED``; a clear error for anything else."""
+    if isinstance(value, ChainStatus):
+        return value
+    try:
+        return ChainStatus(str(value).strip().upper())
+    except ValueError:
+        names = ", ".join(s.value for s in ChainStatus)
+        raise ConfigurationError(f"unknown chain status {value!r}: expected one of {names}") from None
