@@ -8,7 +8,6 @@ retries it from the last committed checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import logging
@@ -18,7 +17,7 @@ from typing import Any
 from ._config import ChainConfig
 from ._deliveries import abandoned, error_text, not_claimed, rejected
 from ._endings import chain_ended, observe_invocation
-from ._envelope import Envelope, EnvelopeCodec, canonical, is_envelope
+from ._envelope import Envelope, EnvelopeCodec, is_envelope
 from ._errors import (
     ChunkTooLargeError,
     ConfigurationError,
@@ -36,6 +35,7 @@ from ._ledger import ChainStatus
 from ._policy import BudgetState
 from ._warm import FirstChunkMarker
 from ._world import InvocationStats, Outcome, Run, World
+from .keys import default as default_chain_id
 
 log = logging.getLogger("recurse_lambda")
 
@@ -172,9 +172,9 @@ class Hop:
         if config.chain_id is not None:
             chain_id = config.chain_id(self.event)
         elif self.ledger is not None:
-            # A duplicate delivery of the first event has a new request id: key the chain on the event itself,
-            # so the duplicate joins the chain instead of forking a second one.
-            chain_id = "ev-" + hashlib.sha256(canonical(self.event)).hexdigest()[:32]
+            # A duplicate delivery of the first event has a new request id: key the chain on the event (or, for
+            # an S3 notification, on the objects' bucket, key and ETag), so the duplicate joins the chain.
+            chain_id = default_chain_id(self.event)
         else:
             chain_id = self.request_id
         state = config.initial_state(self.event) if config.initial_state else config.state()

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote_plus
 
+from ._envelope import canonical
 from ._errors import ConfigurationError
 
 __all__ = ["from_fields", "s3_object"]
@@ -192,3 +193,19 @@ def from_fields(*names: str, prefix: str = "key") -> KeyFunction:
 
     key.__name__ = key.__qualname__ = f"from_fields({', '.join(map(repr, fields))})"
     return key
+
+
+def default(event: Any) -> str:
+    """The chain id used when a ledger is configured and ``chain_id=`` is not.
+
+    An S3 event notification (its records carry bucket, key and ETag) is keyed on the objects, as
+    :func:`s3_object` does, so the same object version submitted twice starts one chain; anything else is keyed
+    on a digest of the whole event, so a duplicate delivery joins the chain it duplicates. Neither sends a
+    request.
+    """
+    if isinstance(event, Mapping) and isinstance(event.get("Records"), list) and event["Records"]:
+        try:
+            return s3_object(event)
+        except ConfigurationError:
+            pass  # not (only) S3 records: key on the event itself
+    return "ev-" + hashlib.sha256(canonical(event)).hexdigest()[:32]

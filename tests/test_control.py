@@ -534,3 +534,18 @@ def test_s3_object_as_the_chain_id_of_a_handler(tmp_path, clock, moto_s3):
     assert len(h.ledger) == 1
     missing = h.deliver({"bucket": "inbox", "key": "absent", "n": 5})
     assert missing["outcome"] == "rejected" and "no such key" in missing["error"]
+
+
+def test_the_default_chain_id_keys_an_s3_notification_on_its_object_and_anything_else_on_the_event():
+    from recurse_lambda import keys
+
+    note = {
+        "Records": [
+            {"eventSource": "aws:s3", "s3": {"bucket": {"name": "b1"}, "object": {"key": "a+b.txt", "eTag": "e1"}}}
+        ]
+    }
+    renotified = {**note, "Records": [{**note["Records"][0], "eventTime": "later"}]}  # same object version
+    assert keys.default(note) == keys.default(renotified) == keys.s3_object(note)
+    assert keys.default({"bucket": "b1", "key": "a b.txt"}).startswith("ev-")  # no surprise HEAD
+    assert keys.default({"x": 1}) == keys.default({"x": 1}) != keys.default({"x": 2})
+    assert keys.default({"Records": [{"body": "sqs"}]}).startswith("ev-")  # records, but not S3 ones
