@@ -541,7 +541,10 @@ def test_the_default_chain_id_keys_an_s3_notification_on_its_object_and_anything
 
     note = {
         "Records": [
-            {"eventSource": "aws:s3", "s3": {"bucket": {"name": "b1"}, "object": {"key": "a+b.txt", "eTag": "e1"}}}
+            {
+                "eventSource": "aws:s3",
+                "s3": {"bucket": {"name": "b1"}, "object": {"key": "a+b.txt", "eTag": "e1"}},
+            }
         ]
     }
     renotified = {**note, "Records": [{**note["Records"][0], "eventTime": "later"}]}  # same object version
