@@ -13,7 +13,6 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import EndpointConnectionError
 from botocore.stub import Stubber
-from moto import mock_aws
 from pydantic import BaseModel
 
 from recurse_lambda import (
@@ -39,21 +38,12 @@ DAY = 24 * 3600.0
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any]]:
+def aws(moto_s3: Any) -> Iterator[tuple[Any, Any]]:
     """DynamoDB and S3 clients inside moto, with a ledger table and an offload bucket."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        ddb = boto3.client("dynamodb", region_name="us-east-1")
-        s3 = boto3.client("s3", region_name="us-east-1")
-        DynamoDBLedger.create_table(ddb, TABLE)
-        s3.create_bucket(Bucket=BUCKET)
-        yield ddb, s3
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    DynamoDBLedger.create_table(ddb, TABLE)
+    moto_s3.create_bucket(Bucket=BUCKET)
+    yield ddb, moto_s3
 
 
 def make_ledger(aws: tuple[Any, Any], **options: Any) -> DynamoDBLedger:
