@@ -50,6 +50,16 @@ def read_full(source: ByteSource, start: int, end: int) -> bytes:
         data = source.read(start + got, end)
 
 
+def check_window(start: int, range_size: int, prefetch: int) -> None:
+    """Refuse a start offset, range size or prefetch depth that cannot work, before any request."""
+    if start < 0:
+        raise ValueError(f"start must be >= 0, not {start}")
+    if range_size < 1:
+        raise ValueError(f"range_size must be >= 1, not {range_size}")
+    if prefetch < 0:
+        raise ValueError(f"prefetch must be >= 0, not {prefetch}")
+
+
 class RangeFetcher:
     """Yields ``(offset, data)`` for consecutive ranges of ``range_size`` bytes from ``start`` to the end.
 
@@ -60,12 +70,7 @@ class RangeFetcher:
     """
 
     def __init__(self, source: ByteSource, start: int, *, range_size: int, prefetch: int) -> None:
-        if range_size < 1:
-            raise ValueError(f"range_size must be >= 1, not {range_size}")
-        if prefetch < 0:
-            raise ValueError(f"prefetch must be >= 0, not {prefetch}")
-        if start < 0:
-            raise ValueError(f"start must be >= 0, not {start}")
+        check_window(start, range_size, prefetch)
         self._source = source
         self._next = start  # the offset of the next range to plan
         self._range_size = range_size

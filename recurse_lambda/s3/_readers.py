@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Generic, Self, TypeVar
 
 from .._errors import MalformedRecordError
-from ._prefetch import ByteSource, RangeFetcher
+from ._prefetch import ByteSource, RangeFetcher, check_window
 
 __all__ = ["DEFAULT_RANGE_SIZE", "Batch", "ByteSource", "ChunkReader", "MalformedRecordError"]
 
@@ -149,12 +149,7 @@ class _Reader(Generic[T]):
     """The batching, cursor and lifetime logic shared by all readers; subclasses parse blocks in ``_parse``."""
 
     def __init__(self, source: ByteSource, start: int, *, range_size: int, prefetch: int) -> None:
-        if start < 0:
-            raise ValueError(f"start must be >= 0, not {start}")
-        if range_size < 1:
-            raise ValueError(f"range_size must be >= 1, not {range_size}")
-        if prefetch < 0:
-            raise ValueError(f"prefetch must be >= 0, not {prefetch}")
+        check_window(start, range_size, prefetch)
         self.source = source
         self.start = start
         #: The offset of the next unread record: ``start``, then the ``end`` of the last batch delivered.
