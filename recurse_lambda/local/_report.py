@@ -25,6 +25,7 @@ class InvocationRow:
     chunk_time: float = 0.0
     outcome: str = ""  # the runner's outcome, or timeout / crash / error
     error: str | None = None
+    chain_id: str | None = None  # the chain this invocation belonged to (a shard's lane in a timeline)
 
     @property
     def billed(self) -> float:

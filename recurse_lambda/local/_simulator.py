@@ -307,6 +307,7 @@ class Simulator:
         if live:
             stats = live[0]
             row.hop, row.chunks, row.chunk_time = stats.hop, stats.chunks, stats.chunk_time
+            row.chain_id = stats.chain_id
             if report.chain_id is None and stats.chain_id is not None:
                 report.chain_id = stats.chain_id
             if failed is None and stats.outcome is not None:

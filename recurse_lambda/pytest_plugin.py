@@ -1,0 +1,1 @@
+"""pytest fixtures for testing ``@recursive`` handlers (registered as the ``recurse_lambda`` plugin)."""
