@@ -13,7 +13,12 @@ finish     RUNNING ∧ hop = n ∧ owner = me                                   
 fail       RUNNING ∧ hop = n ∧ (owner = ∅ ∨ owner = me ∨ lease expired)              FAILED, error
 cancel     RUNNING                                                                  CANCELLED
 resume     FAILED ∨ (RUNNING ∧ (owner = ∅ ∧ idle ≥ stall ∨ lease expired))          RUNNING, hop n+1, unowned
+join       RUNNING                                                                  joined ∪= {part}
 ========== ======================================================================== ===========================
+
+``join`` is the counter of a sharded job (see :mod:`recurse_lambda._shards`): each finished shard adds its chain
+id to the job's ``joined`` set. The count is the size of a set, so a shard delivered twice is counted once, and
+every join returns the new record, so exactly one caller sees the count reach the number of shards first.
 
 ``start`` also succeeds over a terminal record whose retention has expired (``expires_at`` ≤ now): the same
 business key may then start a new chain. ``resume`` moves to a new hop, so a straggler of the old one is stale.
@@ -66,6 +71,7 @@ class ChainRecord:
     error: str | None = None
     function: str | None = None  # the function (qualified ARN) running the chain, for resume
     expires_at: float | None = None  # set when the chain ends: after it, the chain id may start anew
+    joined: tuple[str, ...] = ()  # a sharded job: the shards (chain ids, sorted) that have finished
 
 
 @runtime_checkable
@@ -113,6 +119,10 @@ class Ledger(Protocol):
     def fail(self, chain_id: str, *, hop: int, owner: str | None, error: str, now: float) -> ChainRecord: ...
 
     def cancel(self, chain_id: str, *, now: float) -> ChainRecord: ...
+
+    def join(self, chain_id: str, *, part: str, now: float) -> ChainRecord:
+        """Add ``part`` to the RUNNING chain's ``joined`` set (idempotent); returns the new record."""
+        ...
 
 
 def _json_copy(value: Any) -> Any:
@@ -317,5 +327,17 @@ class InMemoryLedger:
                 updated_at=now,
                 expires_at=now + self.retention,
             )
+            self._records[chain_id] = record
+            return record
+
+    def join(self, chain_id: str, *, part: str, now: float) -> ChainRecord:
+        with self._lock:
+            current = self._records.get(chain_id)
+            ok = current is not None and current.status is ChainStatus.RUNNING
+            self._require(chain_id, ok, f"join of {part}", current, fenced=False)
+            assert current is not None
+            if part in current.joined:
+                return current
+            record = replace(current, joined=tuple(sorted({*current.joined, part})), updated_at=now)
             self._records[chain_id] = record
             return record

@@ -108,6 +108,23 @@ class LedgerContract:
         with pytest.raises(LedgerConflict):
             ledger.cancel("c", now=104.0)
 
+    def test_join_counts_each_part_once_while_running(self, ledger):
+        self.started(ledger, "job")
+        assert ledger.get("job").joined == ()
+        assert ledger.join("job", part="job/1", now=101.0).joined == ("job/1",)
+        assert ledger.join("job", part="job/0", now=102.0).joined == ("job/0", "job/1")
+        again = ledger.join("job", part="job/1", now=103.0)  # a duplicate delivery counts once
+        assert again.joined == ("job/0", "job/1")
+        assert ledger.get("job").joined == ("job/0", "job/1")
+        ledger.claim("job", hop=0, owner="r1", now=104.0, lease_until=200.0)  # joins need no ownership
+        assert len(ledger.join("job", part="job/2", now=105.0).joined) == 3
+        ledger.cancel("job", now=106.0)
+        with pytest.raises(LedgerConflict) as refused:
+            ledger.join("job", part="job/3", now=107.0)
+        assert refused.value.current.status is ChainStatus.CANCELLED
+        with pytest.raises(LedgerConflict):
+            ledger.join("missing", part="x", now=107.0)
+
     def test_stored_progress_does_not_alias_the_callers_objects(self, ledger):
         progress = {"state": {"items": [1]}, "chunks": 0, "pins": {}}
         ledger.start("c", progress=progress, event={}, now=1.0)

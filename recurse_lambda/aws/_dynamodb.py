@@ -257,6 +257,16 @@ class DynamoDBLedger:
             "#updated_at = :now REMOVE #owner, #handed_off_by, #error, #expires_at",
         )
 
+    def join(self, chain_id: str, *, part: str, now: float) -> ChainRecord:
+        # ADD to a string set is idempotent: a shard delivered twice is counted once.
+        return self._update(
+            chain_id,
+            f"join of {part}",
+            condition="#status = :running",
+            values={":part": {"SS": [part]}, ":now": _n(now)},
+            update="SET #updated_at = :now ADD #joined :part",
+        )
+
     # ------------------------------------------------------------------ the write path
 
     def _ending(self, now: float, status: str) -> dict[str, dict[str, str]]:
@@ -268,7 +278,7 @@ class DynamoDBLedger:
         what: str,
         *,
         condition: str,
-        values: dict[str, dict[str, str]],
+        values: dict[str, dict[str, Any]],
         update: str,
         texts: Mapping[str, str] | None = None,
         hop: int = 0,

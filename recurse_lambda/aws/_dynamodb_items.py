@@ -5,6 +5,7 @@ The item, keyed by ``chain_id`` (S)::
     status S · hop N · owner S (absent when unowned) · lease_until N · attempts N · started_at N · updated_at N
     progress, event, result (JSON text), error (text): S inline, or M {s3_bucket, s3_key, bytes} when offloaded
     handed_off_by S · function S · expires_at N (the TTL attribute; epoch seconds, set when the chain ends)
+    joined SS (a sharded job: the chain ids of its finished shards; absent until the first joins)
 
 An offloaded field is written to S3 *before* the item, under a fresh key (``prefix/chain/hop/field-uuid.json``):
 a write whose condition then fails leaves an orphan for the bucket's lifecycle rule, never a changed object
@@ -91,6 +92,7 @@ class ItemCodec:
                 error=self.text(chain_id, item, "error"),
                 function=item["function"]["S"] if "function" in item else None,
                 expires_at=float(expires["N"]) if expires is not None else None,
+                joined=tuple(sorted(item["joined"]["SS"])) if "joined" in item else (),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise LedgerError(

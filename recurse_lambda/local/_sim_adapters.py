@@ -151,6 +151,9 @@ class _SimLedger:
     def cancel(self, chain_id: str, *, now: float) -> ChainRecord:
         return self._call(None, "cancel", -1, None, lambda: self.inner.cancel(chain_id, now=now))
 
+    def join(self, chain_id: str, *, part: str, now: float) -> ChainRecord:
+        return self._call("join", "join", -1, part, lambda: self.inner.join(chain_id, part=part, now=now))
+
 
 def _chunks(record: ChainRecord) -> int:
     return int(record.progress.get("chunks", 0)) if isinstance(record.progress, dict) else 0
