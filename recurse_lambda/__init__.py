@@ -45,6 +45,7 @@ from ._policy import (
 )
 from ._recursive import RecursiveHandler, recursive
 from ._warm import WarmState
+from ._shards import Shard, Shards, SourceRef
 from ._world import InvocationStats, Outcome, Run, World
 
 __version__ = "0.1.0"
@@ -96,6 +97,9 @@ __all__ = [
     "RecursiveHandler",
     "Run",
     "S3Error",
+    "Shard",
+    "Shards",
+    "SourceRef",
     "SpillStore",
     "SystemClock",
     "UnknownChainError",

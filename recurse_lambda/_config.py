@@ -22,6 +22,7 @@ from ._errors import (
 from ._ledger import Ledger
 from ._notify import FailureNotifier
 from ._policy import BudgetPolicy, predictive
+from ._shards import Shards
 
 SIGNING_KEY_ENV = "RECURSE_LAMBDA_SIGNING_KEY"
 SPILL_BUCKET_ENV = "RECURSE_LAMBDA_SPILL_BUCKET"
@@ -70,6 +71,7 @@ class ChainConfig:
     log_state: bool = False  # put the full state in log lines (off: a summary of its scalar fields)
     metrics: bool = False  # print CloudWatch embedded-metric-format lines (hops, chunks, utilisation, ...)
     metrics_namespace: str = "RecurseLambda"
+    shards: Shards | None = None  # run each job as parallel shards joined by a reduce (needs a ledger)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.state, type) and issubclass(self.state, BaseModel)):
@@ -86,6 +88,8 @@ class ChainConfig:
             raise ConfigurationError("checkpoint_every_chunks must be at least 1 (or None)")
         if self.checkpoint_every_seconds is not None and self.checkpoint_every_seconds <= 0:
             raise ConfigurationError("checkpoint_every_seconds must be positive (or None)")
+        if self.shards is not None and not isinstance(self.shards, Shards):
+            raise ConfigurationError(f"shards must be a Shards(...), not {self.shards!r}")
         if not callable(self.policy):
             raise ConfigurationError(f"policy must be callable on a BudgetState, not {self.policy!r}")
 

@@ -9,6 +9,7 @@ and sends again (a delivery that arrives late anyway is then stale too).
 from __future__ import annotations
 
 import builtins
+import contextlib
 import os
 import threading
 import time
@@ -21,6 +22,7 @@ from ._envelope import DEFAULT_MAX_PAYLOAD_BYTES, Envelope, EnvelopeCodec, Spill
 from ._errors import ConfigurationError, HandOffError, LedgerConflict, RecurseLambdaError
 from ._invoke import Invoker
 from ._ledger import ChainRecord, ChainStatus, Ledger
+from ._shards import shard_chain_id
 
 __all__ = ["ChainControl", "ChainStateError", "UnknownChainError"]
 
@@ -132,15 +134,32 @@ class ChainControl:
     # ------------------------------------------------------------------ steering
 
     def cancel(self, chain_id: str) -> ChainRecord:
-        """Mark a RUNNING chain CANCELLED; its next claim, checkpoint or hand-off sees it and stops."""
+        """Mark a RUNNING chain CANCELLED; its next claim, checkpoint or hand-off sees it and stops.
+
+        Cancelling a sharded job cancels its running shards too.
+        """
         try:
-            return self.ledger.cancel(chain_id, now=self.clock.time())
+            record = self.ledger.cancel(chain_id, now=self.clock.time())
         except LedgerConflict as conflict:
             current = self._current(chain_id, conflict)
             raise ChainStateError(
                 f"cannot cancel chain {chain_id}: it is {current.status}; only a RUNNING chain can be cancelled",
                 current,
             ) from conflict
+        for shard in self._shards(record):
+            if shard.status is ChainStatus.RUNNING:
+                with contextlib.suppress(LedgerConflict):  # it ended meanwhile
+                    self.ledger.cancel(shard.chain_id, now=self.clock.time())
+        return record
+
+    def _shards(self, job: ChainRecord) -> builtins.list[ChainRecord]:
+        """The shard chains of a sharded job (none for another chain, or a job not yet split)."""
+        plan = job.progress.get("shards") if isinstance(job.progress, Mapping) else None
+        if not isinstance(plan, Mapping) or "count" not in plan:
+            return []
+        n = int(plan["count"])
+        found = (self.ledger.get(shard_chain_id(job.chain_id, i, n)) for i in range(n))
+        return [r for r in found if r is not None]
 
     def resume(self, chain_id: str, stall_after: float = 900.0) -> ChainRecord:
         """Continue a FAILED chain, or a RUNNING one whose hop stalled, from its last committed state.
@@ -150,6 +169,15 @@ class ChainControl:
         """
         if stall_after < 0:
             raise ConfigurationError(f"stall_after must be zero or more seconds, not {stall_after!r}")
+        record = self._resume_one(chain_id, stall_after)
+        # A sharded job failed because a shard did: resume its failed shards too. The job, at its new hop,
+        # then waits for them (and re-sends any shard that never started), and their last join wakes it.
+        for shard in self._shards(record):
+            if shard.status is ChainStatus.FAILED:
+                self._resume_one(shard.chain_id, stall_after)
+        return record
+
+    def _resume_one(self, chain_id: str, stall_after: float) -> ChainRecord:
         before = self.status(chain_id)
         if not before.function:
             raise ConfigurationError(

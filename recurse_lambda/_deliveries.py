@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ._endings import chain_ended
 from ._envelope import ENVELOPE_KEY, Envelope, is_envelope
 from ._errors import ConfigurationError, EnvelopeError, EnvelopeSignatureError, LedgerConflict
+from ._join import redrive
 from ._ledger import ChainRecord, ChainStatus
 from ._world import Outcome
 
@@ -34,7 +35,10 @@ def not_claimed(inv: Hop, current: ChainRecord | None) -> dict[str, Any]:
         extra["result"] = current.result
     elif current.status is ChainStatus.FAILED:
         extra["error"] = current.error
-    if current.status.terminal or current.hop < env.hop:
+    if current.status.terminal:
+        redrive(inv, current)  # a shard that ended: repeat its join (or its job's failure), idempotently
+        return inv._response(Outcome.STALE, current.status, **extra)
+    if current.hop < env.hop:
         return inv._response(Outcome.STALE, current.status, **extra)
     if current.hop == env.hop:
         return inv._response(Outcome.DUPLICATE, current.status)
@@ -93,6 +97,7 @@ def abandoned(inv: Hop, record: Mapping[str, Any]) -> dict[str, Any]:
     except LedgerConflict as conflict:
         return not_claimed(inv, conflict.current)
     chain_ended(inv, ChainStatus.FAILED, updated, error)
+    redrive(inv, updated)  # a shard: fail its job too
     return inv._response(
         Outcome.FAILED, ChainStatus.FAILED, error=error, last_state=updated.progress.get("state")
     )

@@ -7,6 +7,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ._envelope import Envelope
 from ._invoke import same_version_target
 from ._ledger import ChainRecord, ChainStatus
 from ._notify import ChainFailureNotice, send_notice
@@ -53,9 +54,19 @@ def observe_invocation(inv: Hop) -> None:
         log.exception("recurse_lambda: could not report the invocation")
 
 
-def chain_ended(inv: Hop, status: ChainStatus, record: ChainRecord | None, error: str | None = None) -> None:
-    """Log a terminal transition; for FAILED, send the failure notice. Never raises an ``Exception``."""
-    env = inv.env
+def chain_ended(
+    inv: Hop,
+    status: ChainStatus,
+    record: ChainRecord | None,
+    error: str | None = None,
+    *,
+    env: Envelope | None = None,
+) -> None:
+    """Log a terminal transition; for FAILED, send the failure notice. Never raises an ``Exception``.
+
+    ``env`` names another chain than the invocation's own (a shard failing its job).
+    """
+    env = env if env is not None else inv.env
     if env is None:
         return
     try:

@@ -31,7 +31,8 @@ from ._errors import (
     RecurseLambdaError,
 )
 from ._invoke import InvokeThrottled, same_version_target
-from ._ledger import ChainStatus
+from ._join import drive_job, shard_failed, shard_spec, shard_succeeded, shard_view, user_event
+from ._ledger import ChainRecord, ChainStatus
 from ._policy import BudgetState
 from ._warm import FirstChunkMarker
 from ._world import InvocationStats, Outcome, Run, World
@@ -79,6 +80,10 @@ class Hop:
         self.env: Envelope | None = None
         self.last_progress: dict[str, Any] | None = None
         self.attempt: int | None = None
+        self.record: ChainRecord | None = None  # as claimed
+        self.shard: Mapping[str, Any] | None = None  # a shard chain's place in its job
+        # Progress beyond the state, chunk count and pins (a sharded job's plan): kept on every commit.
+        self.extra_progress: dict[str, Any] = {}
         if world.observer is not None:
             world.observer(self.stats)
 
@@ -94,6 +99,10 @@ class Hop:
     def _run(self) -> dict[str, Any]:
         if is_destination_record(self.event):
             return abandoned(self, self.event)
+        if self.config.shards is not None and self.ledger is None:
+            return rejected(
+                self, ConfigurationError("a sharded job needs a ledger: its shards are joined there")
+            )
         try:
             env = self.codec.decode(self.event) if is_envelope(self.event) else self._first_envelope()
         except (EnvelopeError, ConfigurationError) as exc:
@@ -132,10 +141,12 @@ class Hop:
                     "chain %s hop %d: the ledger failed (%s); Lambda will retry", env.chain_id, env.hop, exc
                 )
                 raise
-            progress, self.attempt = record.progress, record.attempts
+            progress, self.attempt, self.record = record.progress, record.attempts, record
             env = Envelope(env.chain_id, env.hop, progress, record.event, record.started_at, env.code_version)
             self.env = env
         self.stats.attempt = self.attempt
+        self.shard = shard_spec(env.event)
+        self.extra_progress = {k: v for k, v in progress.items() if k not in ("state", "chunks", "pins")}
         pins: dict[str, dict[str, Any]] = dict(progress.get("pins") or {})
         run = Run(
             chain_id=env.chain_id,
@@ -160,6 +171,10 @@ class Hop:
             guard = self.world.recursion_guard
             if env.hop == 0 and guard is not None:
                 guard(self.context).check()  # RecursiveLoop must be Allow, or Lambda stops the chain at ~16
+            if self.shard is not None:
+                run.shard = shard_view(self.shard, run)
+            elif self.config.shards is not None:
+                return drive_job(self, state, run)
             return self._work(state, run)
         except LostLeaseError:
             log.warning("chain %s hop %d: lost its lease; stopping without hand-off", env.chain_id, env.hop)
@@ -291,7 +306,12 @@ class Hop:
         marker.set(env.chain_id, env.hop, budget, attempts=seen + 1)
 
     def _progress(self, state: Any, run: Run) -> dict[str, Any]:
-        progress = {"state": state.model_dump(mode="json"), "chunks": run.chunk, "pins": dict(run.pins)}
+        progress = {
+            **self.extra_progress,
+            "state": state.model_dump(mode="json"),
+            "chunks": run.chunk,
+            "pins": dict(run.pins),
+        }
         self.last_progress = progress  # what this invocation last committed or handed on (for its log line)
         return progress
 
@@ -329,6 +349,8 @@ class Hop:
                 now=self.clock.time(),
             )
         chain_ended(self, ChainStatus.SUCCEEDED, record)
+        if self.shard is not None:
+            shard_succeeded(self, self.shard)  # count it in the job; the last one wakes the job to reduce
         return self._response(Outcome.SUCCEEDED, ChainStatus.SUCCEEDED, result=result)
 
     def _hand_off(self, state: Any, run: Run, since: float | None = None) -> dict[str, Any]:
@@ -418,6 +440,8 @@ class Hop:
         if exc is not None:
             log.debug("chain %s failed at hop %d", env.chain_id, env.hop, exc_info=exc)
         chain_ended(self, ChainStatus.FAILED, record, error)
+        if self.shard is not None:
+            shard_failed(self, self.shard, error)
         return self._response(
             Outcome.FAILED, ChainStatus.FAILED, error=error, last_state=record.progress.get("state")
         )
@@ -436,6 +460,6 @@ class Hop:
 
 
 def run_event(hop: Hop) -> Any:
-    """The event the user's handler sees: always the chain's original event."""
+    """The event the user's handler sees: the chain's original event (a shard's: its job's)."""
     assert hop.env is not None
-    return hop.env.event
+    return user_event(hop.env.event)

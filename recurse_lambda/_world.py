@@ -14,6 +14,7 @@ from ._ledger import Ledger
 from ._warm import WarmState
 
 if TYPE_CHECKING:
+    from ._shards import Shard
     from .s3 import S3Helpers
 
 
@@ -56,6 +57,8 @@ class Outcome(StrEnum):
     RESENT = "resent"  # the earlier attempt's hand-off may have been lost: sent it again
     LOST_LEASE = "lost_lease"  # fenced off mid-hop: stopped without handing off
     REJECTED = "rejected"  # the envelope was refused (bad signature, unknown chain)
+    SPLIT = "split"  # a sharded job planned and started its shards
+    WAITING = "waiting"  # a sharded job was woken before its last shard ended: it waits at the next hop
 
 
 class InvocationStats:
@@ -119,6 +122,8 @@ class Run:
         self._clock = clock
         self._world = world
         self._s3: S3Helpers | None = None
+        #: For a shard of a sharded job: its place in the job and readers over its byte ranges; else None.
+        self.shard: Shard | None = None
 
     @property
     def remaining(self) -> float:

@@ -308,7 +308,9 @@ class Simulator:
             stats = live[0]
             row.hop, row.chunks, row.chunk_time = stats.hop, stats.chunks, stats.chunk_time
             row.chain_id = stats.chain_id
-            if report.chain_id is None and stats.chain_id is not None:
+            if report.chain_id is None and stats.chain_id is not None and d.lineage == 0:
+                # The chain of the event that was run (and of its retries and duplicates), not the first chain
+                # to end an invocation: a sharded job's shards can end theirs before the job's split does.
                 report.chain_id = stats.chain_id
             if failed is None and stats.outcome is not None:
                 row.outcome = str(stats.outcome)

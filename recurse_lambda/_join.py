@@ -1,0 +1,220 @@
+"""How the runner drives a sharded job (see :mod:`recurse_lambda._shards`) through the ledger.
+
+The job is a chain of its own. Its hop 0 plans the shards (checkpointed, so a retry splits the same way),
+starts one chain per shard (idempotent starts), hands the job off to hop 1 *without* invoking it, and only then
+invokes the shards: while the shards run, the job is unowned, so a failing shard can always fail it. Each
+shard that finishes adds itself to the job's ``joined`` set (the ledger's ``join``); the join that makes the
+set complete sends the job's envelope for its current hop, and that invocation, which claims the job like any
+hop, runs ``reduce`` and finishes the job. A duplicate of that envelope is dropped at the claim, and a retry
+reruns ``reduce`` from the shards' committed results, so the job's result is committed exactly once.
+
+Any delivery of a shard that has already ended re-drives its join (or its failure), so a crash between a
+shard's finish and its join is repaired by Lambda's retry. A job woken before its last shard ended (after a
+resume, or a resent split) re-sends the invokes of shards that never started and hands itself on to the next
+hop, where the last join will find it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._endings import chain_ended
+from ._envelope import Envelope
+from ._errors import LedgerConflict, LedgerError
+from ._invoke import same_version_target
+from ._ledger import ChainRecord, ChainStatus
+from ._shards import SHARD_KEY, Part, Shard, plan_shards, shard_chain_id
+from ._world import Outcome, Run
+
+if TYPE_CHECKING:
+    from ._runner import Hop
+
+log = logging.getLogger("recurse_lambda")
+
+
+def shard_spec(event: Any) -> Mapping[str, Any] | None:
+    """A shard chain's place in its job (``job``, ``index``, ``count``, ``parts``), or None for other chains."""
+    if isinstance(event, Mapping):
+        spec = event.get(SHARD_KEY)
+        if isinstance(spec, Mapping):
+            return spec
+    return None
+
+
+def user_event(event: Any) -> Any:
+    """The event the user's handler sees: a shard sees its job's event."""
+    return event["event"] if shard_spec(event) is not None else event
+
+
+def shard_view(spec: Mapping[str, Any], run: Run) -> Shard:
+    parts = [Part.from_json(p) for p in spec["parts"]]
+    return Shard(str(spec["job"]), int(spec["index"]), int(spec["count"]), parts, lambda: run.s3)
+
+
+def is_job(record: ChainRecord) -> bool:
+    return isinstance(record.progress, Mapping) and "shards" in record.progress
+
+
+# ---------------------------------------------------------------------------------------------------- the job
+
+
+def drive_job(inv: Hop, state: Any, run: Run) -> dict[str, Any]:
+    """One invocation of a sharded job: split it, or wait for its shards, or reduce their results."""
+    env, ledger, config = inv.env, inv.ledger, inv.config
+    assert env is not None and ledger is not None and config.shards is not None
+    progress = dict(env.progress)
+    plan = progress.get("shards")
+    if plan is None:
+        from .s3._objects import list_objects  # the adapter layer, imported only by a job's first hop
+
+        client = (inv.world.s3_client or inv.world.warm.client_getter("s3"))()
+        objects = list_objects(client, config.shards.source(env.event))
+        parts = plan_shards(objects, config.shards.count, config.shards.min_bytes)
+        plan = {"count": len(parts), "parts": [[p.to_json() for p in ps] for ps in parts], "started": False}
+        progress["shards"] = plan
+        inv.extra_progress["shards"] = plan
+        inv._checkpoint(state, run)  # a retry splits exactly the same way, even if the prefix changed
+    n = int(plan["count"])
+    record = inv.record
+    assert record is not None
+    shards: list[ChainRecord] = []
+    if plan.get("started") and len(record.joined) < n:
+        shards = [r for r in shard_records(inv, n) if r is not None]
+        for r in shards:
+            if r.status is ChainStatus.SUCCEEDED and r.chain_id not in record.joined:
+                # It ended while the job was not RUNNING (failed, then resumed): its join was refused then.
+                record = ledger.join(env.chain_id, part=r.chain_id, now=inv.clock.time())
+    if len(record.joined) >= n:
+        return inv._finish(config.shards.reduce(shard_results(inv, n)), state, run)
+    if not plan.get("started"):
+        shards = start_shards(inv, plan)
+        inv.extra_progress["shards"] = {**plan, "started": True}
+    # Hand the job on before invoking anything: while its shards run nobody owns it, so a failing shard can
+    # fail it and the last join finds it at this new hop.
+    handed = ledger.hand_off(
+        env.chain_id,
+        hop=env.hop,
+        owner=inv.request_id,
+        progress=inv._progress(state, run),
+        now=inv.clock.time(),
+    )
+    sent = send_unstarted(inv, shards)
+    if len(handed.joined) >= n:
+        wake_job(inv, handed)  # the last shard joined before the hand-off, so it could not wake the job
+    outcome = Outcome.SPLIT if not plan.get("started") else Outcome.WAITING
+    return inv._response(outcome, ChainStatus.RUNNING, shards=n, joined=len(handed.joined), sent=sent)
+
+
+def start_shards(inv: Hop, plan: Mapping[str, Any]) -> list[ChainRecord]:
+    env, ledger, config = inv.env, inv.ledger, inv.config
+    assert env is not None and ledger is not None
+    n = int(plan["count"])
+    function = same_version_target(inv.context)
+    state = config.initial_state(env.event) if config.initial_state else config.state()
+    records = []
+    for i, parts in enumerate(plan["parts"]):
+        pins = dict(Part.from_json(p).pin for p in parts)
+        record, _ = ledger.start(
+            shard_chain_id(env.chain_id, i, n),
+            progress={"state": state.model_dump(mode="json"), "chunks": 0, "pins": pins},
+            event={
+                SHARD_KEY: {"job": env.chain_id, "index": i, "count": n, "parts": parts},
+                "event": env.event,
+            },
+            now=inv.clock.time(),
+            function=function,
+        )
+        records.append(record)
+    return records
+
+
+def shard_records(inv: Hop, n: int) -> list[ChainRecord | None]:
+    assert inv.env is not None and inv.ledger is not None
+    return [inv.ledger.get(shard_chain_id(inv.env.chain_id, i, n)) for i in range(n)]
+
+
+def shard_results(inv: Hop, n: int) -> list[Any]:
+    """The shards' results in shard order; every shard of a complete join has SUCCEEDED."""
+    results = []
+    for i, record in enumerate(shard_records(inv, n)):
+        if record is None or record.status is not ChainStatus.SUCCEEDED:
+            raise LedgerError(
+                f"shard {i} of job {inv.env.chain_id if inv.env else '?'} is joined but "
+                f"{record.status if record else 'missing'}"
+            )
+        results.append(record.result)
+    return results
+
+
+def send_unstarted(inv: Hop, records: list[ChainRecord]) -> int:
+    """Invoke every shard that waits for its first (or resumed) hop and that nobody has claimed yet.
+
+    A shard already in Lambda's queue gets a second delivery, which its claim drops as a duplicate.
+    """
+    assert inv.env is not None
+    sent = 0
+    for r in records:
+        if r.status is ChainStatus.RUNNING and r.owner is None and r.attempts == 0:
+            nxt = Envelope(r.chain_id, r.hop, r.progress, r.event, r.started_at, inv.env.code_version)
+            inv._invoke(inv.codec.encode(nxt))
+            sent += 1
+    return sent
+
+
+def wake_job(inv: Hop, job: ChainRecord) -> None:
+    """Send the job's envelope for its current hop: that invocation reduces (or waits, if woken early)."""
+    assert inv.env is not None
+    if job.status is not ChainStatus.RUNNING or job.hop == 0:
+        return  # ended, or still splitting: the splitter sees the complete join after its hand-off
+    nxt = Envelope(job.chain_id, job.hop, job.progress, job.event, job.started_at, inv.env.code_version)
+    inv._invoke(inv.codec.encode(nxt))
+
+
+# ---------------------------------------------------------------------------------------------------- a shard
+
+
+def shard_succeeded(inv: Hop, spec: Mapping[str, Any]) -> None:
+    """Count the finished shard in its job; the join that completes the set wakes the job to reduce."""
+    assert inv.env is not None and inv.ledger is not None
+    job_id = str(spec["job"])
+    try:
+        job = inv.ledger.join(job_id, part=inv.env.chain_id, now=inv.clock.time())
+    except LedgerConflict as conflict:
+        status = conflict.current.status if conflict.current is not None else "missing"
+        log.info("shard %s finished, but its job %s is %s", inv.env.chain_id, job_id, status)
+        return
+    if len(job.joined) >= int(spec["count"]):
+        wake_job(inv, job)
+
+
+def shard_failed(inv: Hop, spec: Mapping[str, Any], error: str | None) -> None:
+    """Fail the shard's job, naming the shard; ``resume`` of the job continues it."""
+    assert inv.env is not None and inv.ledger is not None
+    job_id = str(spec["job"])
+    job = inv.ledger.get(job_id)
+    if job is None or job.status is not ChainStatus.RUNNING:
+        return
+    message = (
+        f"shard {int(spec['index'])} of {int(spec['count'])} ({inv.env.chain_id}) failed: {error or 'failed'}"
+    )
+    try:
+        record = inv.ledger.fail(job_id, hop=job.hop, owner=None, error=message, now=inv.clock.time())
+    except LedgerConflict:
+        # Held for a moment by an invocation of the job: the next delivery of this shard tries again.
+        log.warning("could not fail job %s for its failed shard %s yet", job_id, inv.env.chain_id)
+        return
+    job_env = Envelope(job_id, record.hop, record.progress, record.event, record.started_at)
+    chain_ended(inv, ChainStatus.FAILED, record, message, env=job_env)
+
+
+def redrive(inv: Hop, current: ChainRecord) -> None:
+    """A delivery of a shard that has already ended repeats what its end had to do to the job."""
+    spec = shard_spec(current.event)
+    if spec is None:
+        return
+    if current.status is ChainStatus.SUCCEEDED:
+        shard_succeeded(inv, spec)
+    elif current.status is ChainStatus.FAILED:
+        shard_failed(inv, spec, current.error)

@@ -1,0 +1,255 @@
+"""Parallel shards of one job: the configuration, the plan, and what a shard sees as ``run.shard``.
+
+A sharded job splits the bytes of one object, or of every object under a prefix taken in key order as if
+concatenated, into ``count`` contiguous byte ranges of equal size. Each range runs as its own chain. The ranges
+ignore record boundaries: each shard aligns its own range (it starts at the first record that begins inside it,
+and finishes the record that straddles its end), so no record is read twice or lost, whatever the cut points.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .s3 import Batch, S3Helpers
+
+__all__ = ["ObjectInfo", "Part", "Shard", "ShardReader", "Shards", "SourceRef", "plan_shards"]
+
+#: The key under which a shard's event carries its place in the job.
+SHARD_KEY = "__recurse_lambda_shard__"
+
+MAX_SHARDS = 10_000
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """What a job reads: one object (``key``) or every object under ``prefix``, in ``bucket``."""
+
+    bucket: str
+    key: str | None = None
+    prefix: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.bucket or (self.key is None) == (self.prefix is None):
+            raise ConfigurationError(
+                f"a sharded job reads a bucket and either a key or a prefix, not {self!r}"
+            )
+
+
+def source_from_event(event: Any) -> SourceRef:
+    """The default ``Shards.source``: ``{"bucket": ..., "key": ...}`` or ``{"bucket": ..., "prefix": ...}``."""
+    if not isinstance(event, Mapping) or not isinstance(event.get("bucket"), str):
+        raise ConfigurationError(
+            'a sharded job\'s event must be {"bucket": ..., "key": ...} or {"bucket": ..., "prefix": ...}, '
+            "or pass Shards(source=...) to read it from another shape"
+        )
+    key, prefix = event.get("key"), event.get("prefix")
+    return SourceRef(
+        event["bucket"],
+        key=str(key) if key is not None else None,
+        prefix=str(prefix) if prefix is not None else None,
+    )
+
+
+@dataclass(frozen=True)
+class Shards:
+    """Run a job as ``count`` parallel shards whose results ``reduce`` merges, once, when the last one ends.
+
+    ``reduce`` gets the shards' results in shard order and returns the job's result (JSON-serialisable).
+    ``source`` maps the job's event to what is split (default :func:`source_from_event`). A job smaller than
+    ``count × min_bytes`` gets fewer shards, so tiny inputs do not fan out to idle chains.
+    """
+
+    count: int
+    reduce: Callable[[list[Any]], Any]
+    source: Callable[[Any], SourceRef] = source_from_event
+    min_bytes: int = 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.count, int) or not 1 <= self.count <= MAX_SHARDS:
+            raise ConfigurationError(
+                f"Shards.count must be an int from 1 to {MAX_SHARDS}, not {self.count!r}"
+            )
+        if not callable(self.reduce):
+            raise ConfigurationError(f"Shards.reduce must be callable, not {self.reduce!r}")
+        if not callable(self.source):
+            raise ConfigurationError(f"Shards.source must be callable, not {self.source!r}")
+        if self.min_bytes < 1:
+            raise ConfigurationError("Shards.min_bytes must be at least 1")
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One object of a job, as listed when the job is split."""
+
+    bucket: str
+    key: str
+    etag: str
+    size: int
+    version_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Part:
+    """The bytes ``[start, end)`` of one object, pinned to its ETag: a shard is a sequence of parts."""
+
+    bucket: str
+    key: str
+    etag: str
+    size: int
+    start: int
+    end: int
+    version_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bucket": self.bucket,
+            "key": self.key,
+            "etag": self.etag,
+            "size": self.size,
+            "start": self.start,
+            "end": self.end,
+            "version_id": self.version_id,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Part:
+        return cls(
+            bucket=str(data["bucket"]),
+            key=str(data["key"]),
+            etag=str(data["etag"]),
+            size=int(data["size"]),
+            start=int(data["start"]),
+            end=int(data["end"]),
+            version_id=None if data.get("version_id") is None else str(data["version_id"]),
+        )
+
+    @property
+    def pin(self) -> tuple[str, dict[str, Any]]:
+        """The pin a shard starts with, so every shard reads the version the job was split on."""
+        return f"{self.bucket}/{self.key}", {
+            "etag": self.etag,
+            "version_id": self.version_id,
+            "size": self.size,
+        }
+
+
+def plan_shards(objects: Sequence[ObjectInfo], count: int, min_bytes: int = 1) -> list[list[Part]]:
+    """Cut the objects' bytes, concatenated in the given order, into at most ``count`` equal ranges.
+
+    There is always at least one shard (with no parts when there are no bytes at all). Empty objects hold no
+    records and are left out.
+    """
+    objects = [o for o in objects if o.size > 0]
+    total = sum(o.size for o in objects)
+    n = max(1, min(count, -(-total // min_bytes)))
+    cuts = [total * i // n for i in range(n + 1)]
+    shards: list[list[Part]] = []
+    for lo, hi in itertools.pairwise(cuts):
+        parts, base = [], 0
+        for o in objects:
+            a, b = max(lo, base), min(hi, base + o.size)
+            if a < b:
+                parts.append(Part(o.bucket, o.key, o.etag, o.size, a - base, b - base, o.version_id))
+            base += o.size
+        shards.append(parts)
+    return shards
+
+
+def shard_chain_id(job_id: str, index: int, count: int) -> str:
+    """``job/0007``: zero-padded, so shard chain ids sort in shard order."""
+    return f"{job_id}/{index:0{len(str(max(count - 1, 0)))}d}"
+
+
+class Shard:
+    """What a shard's handler gets as ``run.shard``: its place in the job and readers over its bytes.
+
+    Offsets (``start=`` and ``batch.end``) count bytes from the beginning of the shard, across its parts, so a
+    shard's cursor is one integer whether it covers part of one object or pieces of several.
+    """
+
+    def __init__(
+        self, job_id: str, index: int, count: int, parts: Sequence[Part], s3: Callable[[], S3Helpers]
+    ) -> None:
+        self.job_id = job_id
+        self.index = index
+        self.count = count
+        self.parts = tuple(parts)
+        self._s3 = s3
+
+    @property
+    def size(self) -> int:
+        """Bytes in the shard's ranges (its records may end a little past them)."""
+        return sum(p.end - p.start for p in self.parts)
+
+    def __repr__(self) -> str:
+        return f"Shard({self.index + 1} of {self.count} of job {self.job_id!r}, {len(self.parts)} part(s))"
+
+    def lines(self, start: int = 0, **opts: Any) -> ShardReader:
+        """The lines that begin in the shard's ranges; ``opts`` as for :class:`~recurse_lambda.s3.LineReader`."""
+        return ShardReader(
+            lambda p, s: self._s3().lines(p.bucket, p.key, s, end=p.end, **opts), self.parts, start
+        )
+
+    def jsonl(self, start: int = 0, **opts: Any) -> ShardReader:
+        """The JSON Lines records that begin in the shard's ranges."""
+        return ShardReader(
+            lambda p, s: self._s3().jsonl(p.bucket, p.key, s, end=p.end, **opts), self.parts, start
+        )
+
+    def chunks(self, start: int = 0, **opts: Any) -> ShardReader:
+        """The shard's raw bytes, exactly its ranges."""
+        return ShardReader(
+            lambda p, s: self._s3().chunks(p.bucket, p.key, s, end=p.end, **opts), self.parts, start
+        )
+
+
+class ShardReader:
+    """Batches over a shard's parts in order, with offsets counted from the shard's beginning."""
+
+    def __init__(self, open_part: Callable[[Part, int], Any], parts: Sequence[Part], start: int = 0) -> None:
+        if start < 0:
+            raise ValueError(f"start must be >= 0, not {start}")
+        self._open = open_part
+        self._parts = tuple(parts)
+        self.start = start
+        #: The shard offset of the next unread record (``start``, then the ``end`` of the last batch).
+        self.position = start
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in self.batches():
+            yield from batch.records
+
+    def batches(
+        self, records: int | None = None, *, max_bytes: int | None = None
+    ) -> Generator[Batch[Any], None, None]:
+        """As a single reader's ``batches``; a batch never spans two parts."""
+        from .s3 import Batch
+
+        base = 0
+        for part in self._parts:
+            length = part.end - part.start
+            if self.position >= base + length:
+                base += length
+                continue
+            local = part.start + max(0, self.position - base)
+            reader = self._open(part, local)
+            inner = reader.batches(records, max_bytes=max_bytes)
+            try:
+                for b in inner:
+                    # The record that straddles the part's end is the part's last: past it, resume at the next
+                    # part (a local offset past the end would collide with the next part's shard offsets).
+                    end = base + length if b.end >= part.end else base + b.end - part.start
+                    start = base + max(0, b.start - part.start)
+                    self.position = end
+                    yield Batch(b.records, start, end)
+            finally:
+                inner.close()
+                reader.close()
+            base += length
+            self.position = max(self.position, base)

@@ -1,0 +1,353 @@
+"""Sharded jobs: the plan, the shard readers, the join in the ledger, and whole jobs in the simulator."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Generator, Iterator
+from typing import Any
+
+import boto3
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from moto import mock_aws
+from pydantic import BaseModel
+
+from recurse_lambda import (
+    ChainControl,
+    ChainStatus,
+    ConfigurationError,
+    InMemoryLedger,
+    Run,
+    Shards,
+    recursive,
+)
+from recurse_lambda._shards import ObjectInfo, plan_shards, shard_chain_id
+from recurse_lambda.local import FaultPlan, Simulator, VirtualClock
+
+
+class Tally(BaseModel):
+    offset: int = 0
+    lines: int = 0
+    total: int = 0
+
+
+def merge(results: list[dict[str, int]]) -> dict[str, int]:
+    return {"lines": sum(r["lines"] for r in results), "total": sum(r["total"] for r in results)}
+
+
+def one_pass(data: bytes) -> dict[str, int]:
+    lines = [line for line in data.split(b"\n") if line]  # the last line may lack its terminator
+    return {"lines": len(lines), "total": sum(int(line) for line in lines)}
+
+
+def tally_handler(clock: VirtualClock, count: int, reduced: list[Any] | None = None, **options: Any) -> Any:
+    """Counts and sums the numbers of a text object, one batch of 7 lines per chunk of 1 virtual second."""
+
+    def reduce(results: list[dict[str, int]]) -> dict[str, int]:
+        if reduced is not None:
+            reduced.append(results)
+        return merge(results)
+
+    options.setdefault("shards", Shards(count=count, reduce=reduce, min_bytes=1))
+
+    @recursive(state=Tally, **options)
+    def handler(event: dict[str, Any], state: Tally, run: Run) -> Generator[None, None, dict[str, int]]:
+        assert run.shard is not None, "a sharded job's user code runs only in its shards"
+        for batch in run.shard.lines(start=state.offset, encoding=None).batches(7):
+            clock.advance(1.0)
+            state.lines += len(batch)
+            state.total += sum(int(line) for line in batch)
+            state.offset = batch.end
+            yield
+        return {"lines": state.lines, "total": state.total}
+
+    return handler
+
+
+def numbers(n: int, seed: int = 1) -> bytes:
+    return b"".join(b"%d\n" % ((i * 7919 + seed) % 100_003) for i in range(n))
+
+
+def put(s3: Any, key: str, body: bytes, bucket: str = "data") -> None:
+    if not s3.list_buckets()["Buckets"]:
+        s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key=key, Body=body)
+
+
+def sim(handler: Any, s3: Any, clock: VirtualClock, **options: Any) -> Simulator:
+    options.setdefault("ledger", InMemoryLedger())
+    return Simulator(handler, clock=clock, timeout=60.0, s3_client=lambda: s3, **options)
+
+
+# ------------------------------------------------------------------------------------------------ the plan
+
+
+def test_the_plan_cuts_the_concatenated_objects_into_equal_ranges():
+    objects = [
+        ObjectInfo("b", "a", '"1"', 10),
+        ObjectInfo("b", "empty", '"0"', 0),
+        ObjectInfo("b", "c", '"2"', 5),
+    ]
+    shards = plan_shards(objects, 3)
+    assert [[(p.key, p.start, p.end) for p in s] for s in shards] == [
+        [("a", 0, 5)],
+        [("a", 5, 10)],
+        [("c", 0, 5)],
+    ]
+    assert shards[0][0].pin == ("b/a", {"etag": '"1"', "version_id": None, "size": 10})
+
+
+@given(
+    sizes=st.lists(st.integers(0, 50), min_size=0, max_size=6),
+    count=st.integers(1, 20),
+    min_bytes=st.integers(1, 30),
+)
+def test_the_plan_covers_every_byte_once_in_at_most_count_near_equal_shards(sizes, count, min_bytes):
+    objects = [ObjectInfo("b", f"k{i}", f'"{i}"', size) for i, size in enumerate(sizes)]
+    shards = plan_shards(objects, count, min_bytes)
+    total = sum(sizes)
+    assert 1 <= len(shards) <= max(1, count)
+    if total:
+        assert len(shards) <= -(-total // min_bytes)
+    covered = [(p.key, b) for s in shards for p in s for b in range(p.start, p.end)]
+    assert covered == [(f"k{i}", b) for i, size in enumerate(sizes) for b in range(size)]
+    lengths = [sum(p.end - p.start for p in s) for s in shards]
+    assert max(lengths) - min(lengths) <= 1
+
+
+def test_shard_chain_ids_sort_in_shard_order():
+    ids = [shard_chain_id("job", i, 120) for i in range(120)]
+    assert ids[0] == "job/000" and ids == sorted(ids)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"count": 0}, "count"),
+        ({"count": 10_001}, "count"),
+        ({"count": 2, "reduce": "sum"}, "reduce"),
+        ({"count": 2, "min_bytes": 0}, "min_bytes"),
+    ],
+)
+def test_bad_shard_options_are_refused(kwargs, message):
+    kwargs.setdefault("reduce", merge)
+    with pytest.raises(ConfigurationError, match=message):
+        Shards(**kwargs)
+
+
+# ------------------------------------------------------------------------------------------------ whole jobs
+
+
+def test_a_sharded_job_merges_its_shards_results_once(moto_s3):
+    clock, reduced = VirtualClock(), []
+    data = numbers(2_000)
+    put(moto_s3, "numbers.txt", data)
+    handler = tally_handler(clock, 5, reduced)
+    report = sim(handler, moto_s3, clock).run({"bucket": "data", "key": "numbers.txt"})
+    report.raise_for_status()
+    assert report.result == one_pass(data)
+    assert len(reduced) == 1 and len(reduced[0]) == 5
+    lanes = {r.chain_id for r in report.rows}
+    assert {shard_chain_id(report.chain_id, i, 5) for i in range(5)} <= lanes
+    outcomes = [r.outcome for r in report.rows if r.chain_id == report.chain_id]
+    assert outcomes == ["split", "succeeded"]  # the split, then the reduce woken by the last join
+
+
+def test_shards_run_in_parallel_in_virtual_time(moto_s3):
+    clock = VirtualClock()
+    data = numbers(7 * 40)  # 40 chunks of one virtual second
+    put(moto_s3, "numbers.txt", data)
+    report = sim(tally_handler(clock, 4), moto_s3, clock).run({"bucket": "data", "key": "numbers.txt"})
+    report.raise_for_status()
+    assert report.result == one_pass(data)
+    assert report.ended - report.started < 40 / 4 + 5  # about a quarter of the one-chain time, plus overheads
+
+
+def test_a_prefix_job_reads_every_object_once(moto_s3):
+    clock = VirtualClock()
+    bodies = {"in/a.txt": numbers(300, 1), "in/b.txt": numbers(5, 2)[:-1], "in/c.txt": numbers(700, 3)}
+    for key, body in bodies.items():
+        put(moto_s3, key, body)
+    put(moto_s3, "elsewhere.txt", numbers(50))
+    report = sim(tally_handler(clock, 6), moto_s3, clock).run({"bucket": "data", "prefix": "in/"})
+    report.raise_for_status()
+    assert report.result == one_pass(b"\n".join(bodies.values()))
+
+
+def test_a_failed_shard_fails_the_job_naming_it_and_resume_continues_it(moto_s3):
+    clock, fail = VirtualClock(), {"on": True}
+    data = numbers(400)
+    put(moto_s3, "numbers.txt", data)
+    ledger = InMemoryLedger()
+
+    @recursive(state=Tally, shards=Shards(count=4, reduce=merge, min_bytes=1), permanent_errors=(KeyError,))
+    def handler(event: dict[str, Any], state: Tally, run: Run) -> Generator[None, None, dict[str, int]]:
+        assert run.shard is not None
+        for batch in run.shard.lines(start=state.offset, encoding=None).batches(7):
+            if fail["on"] and run.shard.index == 2 and state.lines >= 14:
+                raise KeyError("a bad record")
+            clock.advance(1.0)
+            state.lines += len(batch)
+            state.total += sum(int(line) for line in batch)
+            state.offset = batch.end
+            yield
+        return {"lines": state.lines, "total": state.total}
+
+    simulator = sim(handler, moto_s3, clock, ledger=ledger)
+    report = simulator.run({"bucket": "data", "key": "numbers.txt"})
+    assert report.status == "FAILED"
+    shard = shard_chain_id(report.chain_id, 2, 4)
+    assert f"shard 2 of 4 ({shard}) failed: KeyError" in report.error
+    assert ledger.get(shard).status is ChainStatus.FAILED
+    assert {ledger.get(shard_chain_id(report.chain_id, i, 4)).status for i in (0, 1, 3)} == {
+        ChainStatus.SUCCEEDED
+    }
+
+    fail["on"] = False
+    sent: list[tuple[str, bytes]] = []
+
+    class Collect:
+        def invoke_async(self, function: str, payload: bytes) -> None:
+            sent.append((function, payload))
+
+    control = ChainControl(ledger, invoker=Collect(), clock=clock, environ={})
+    assert control.resume(report.chain_id).status is ChainStatus.RUNNING
+    assert ledger.get(shard).status is ChainStatus.RUNNING  # the failed shard is resumed with its job
+    for _, payload in sent:
+        simulator.run(json.loads(payload))
+    job = ledger.get(report.chain_id)
+    assert (job.status, job.result) == (ChainStatus.SUCCEEDED, one_pass(data))
+
+
+@pytest.mark.parametrize("point", ["after_checkpoint", "before_handoff", "after_handoff", "after_invoke"])
+def test_a_crash_of_the_splitter_or_the_reducer_is_repaired_by_its_retry(moto_s3, point):
+    clock, reduced = VirtualClock(), []
+    data = numbers(300)
+    put(moto_s3, "numbers.txt", data)
+    faults = FaultPlan(crash_at=((point, 1),))  # invocation 1 is the job's split
+    report = sim(tally_handler(clock, 3, reduced), moto_s3, clock, faults=faults).run(
+        {"bucket": "data", "key": "numbers.txt"}
+    )
+    report.raise_for_status()
+    assert report.result == one_pass(data) and len(reduced) == 1
+    assert report.count("crash") == 1
+
+
+def test_a_crash_between_a_shards_finish_and_its_join_is_repaired(moto_s3):
+    clock, reduced = VirtualClock(), []
+    data = numbers(50)
+    put(moto_s3, "numbers.txt", data)
+    faults = FaultPlan(
+        crash_at=(("after_finish", 2),)
+    )  # invocation 2: the first shard, which ends in one hop
+    report = sim(tally_handler(clock, 2, reduced), moto_s3, clock, faults=faults).run(
+        {"bucket": "data", "key": "numbers.txt"}
+    )
+    report.raise_for_status()
+    assert report.result == one_pass(data) and len(reduced) == 1
+    assert report.count("stale") >= 1  # the retry found the shard SUCCEEDED and re-drove its join
+
+
+def test_cancel_of_a_job_cancels_its_running_shards():
+    ledger = InMemoryLedger()
+    ledger.start(
+        "j", progress={"state": {}, "chunks": 0, "pins": {}, "shards": {"count": 3}}, event={}, now=0.0
+    )
+    for i in range(3):
+        ledger.start(shard_chain_id("j", i, 3), progress={}, event={}, now=0.0)
+    ledger.cancel(shard_chain_id("j", 1, 3), now=1.0)
+    control = ChainControl(ledger, invoker=FaultPlan(), clock=VirtualClock(), environ={})  # type: ignore[arg-type]
+    assert control.cancel("j").status is ChainStatus.CANCELLED
+    assert [r.status for r in ledger.records()] == [ChainStatus.CANCELLED] * 4
+
+
+def test_a_sharded_job_needs_a_ledger(moto_s3):
+    clock = VirtualClock()
+    put(moto_s3, "numbers.txt", numbers(10))
+    report = sim(tally_handler(clock, 2), moto_s3, clock, ledger=None).run(
+        {"bucket": "data", "key": "numbers.txt"}
+    )
+    assert report.status == "REJECTED" and "needs a ledger" in report.error
+
+
+def test_a_job_event_without_bucket_and_key_is_rejected_clearly(moto_s3):
+    clock = VirtualClock()
+    report = sim(tally_handler(clock, 2), moto_s3, clock).run({"path": "s3://x/y"})
+    assert report.status == "FAILED" and '{"bucket": ..., "key": ...}' in report.error
+
+
+# ------------------------------------------------------------------------------------------------ the property
+
+
+@pytest.fixture(scope="module")
+def moto_s3_session() -> Iterator[Any]:
+    """One moto S3 for the property's examples (a function-scoped fixture would be shared across them anyway)."""
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        with mock_aws():
+            s3 = boto3.client("s3", region_name="us-east-1")
+            s3.create_bucket(Bucket="data")
+            yield s3
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    lines=st.lists(st.integers(0, 10**6), min_size=0, max_size=120),
+    crlf=st.booleans(),
+    count=st.integers(1, 9),
+    seed=st.integers(0, 10_000),
+    duplicate=st.sampled_from([0.0, 0.5]),
+    error=st.sampled_from([0.0, 0.2]),
+)
+def test_the_merged_result_equals_one_pass_and_reduce_runs_once_under_faults(
+    moto_s3_session, lines, crlf, count, seed, duplicate, error
+):
+    s3 = moto_s3_session
+    clock, reduced = VirtualClock(), []
+    data = (b"\r\n" if crlf else b"\n").join(b"%d" % n for n in lines)
+    key = f"p/{seed}-{count}-{len(lines)}-{crlf}.txt"
+    s3.put_object(Bucket="data", Key=key, Body=data)
+    handler = tally_handler(clock, count, reduced)
+    simulator = sim(handler, s3, clock, faults=FaultPlan(duplicate=duplicate, error=error), seed=seed)
+    report = simulator.run({"bucket": "data", "key": key})
+    if report.status == "SUCCEEDED":
+        assert report.result == one_pass(data.replace(b"\r", b""))
+        assert len(reduced) == 1, f"reduce ran {len(reduced)} times"
+    else:  # injected errors can exhaust a hop's attempts: then the job failed, naming a shard or itself
+        assert report.status == "FAILED" and report.error
+        assert len(reduced) <= 1
+
+
+def test_a_sharded_job_on_the_dynamodb_ledger(moto_s3):
+    """The join is a string-set ADD in DynamoDB: the same job, with duplicates, on moto's DynamoDB."""
+    from recurse_lambda.aws import DynamoDBLedger
+
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    DynamoDBLedger.create_table(ddb, "chains")
+    ledger = DynamoDBLedger("chains", client=lambda: ddb)
+    clock, reduced = VirtualClock(), []
+    data = numbers(600)
+    put(moto_s3, "numbers.txt", data)
+    simulator = sim(
+        tally_handler(clock, 4, reduced), moto_s3, clock, ledger=ledger, faults=FaultPlan(duplicate=0.5)
+    )
+    report = simulator.run({"bucket": "data", "key": "numbers.txt"})
+    report.raise_for_status()
+    assert report.result == one_pass(data) and len(reduced) == 1
+    assert report.duplicates_dropped >= 1
+    assert len(ledger.get(report.chain_id).joined) == 4
