@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 from ._recursive import RecursiveHandler
 from ._world import InvocationStats, World
-from .local import InvocationKilled, SimulatedCrash
+from .local import ChainReport, InvocationKilled, SimulatedCrash
 
 
 class UsageError(Exception):
@@ -137,6 +137,41 @@ def generic_progress(stream: TextIO) -> Progress:
         )
 
     return show
+
+
+def add_timeline_option(parser: Any) -> None:
+    parser.add_argument(
+        "--timeline",
+        metavar="FILE.svg",
+        type=Path,
+        help="also draw the chain as an SVG picture (lanes per chain, bars per invocation) in FILE.svg",
+    )
+
+
+def check_timeline_path(path: Path | None) -> None:
+    """Refuse a ``--timeline`` file that cannot be written now, rather than after the chain has run."""
+    if path is None:
+        return
+    parent = path.parent
+    if path.is_dir():
+        raise UsageError(f"--timeline {path}: is a directory")
+    if not parent.is_dir():
+        raise UsageError(f"--timeline {path}: no such directory: {parent}")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"--timeline {path}: permission denied")
+
+
+def write_timeline(report: ChainReport, path: Path | None, title: str) -> bool:
+    """Write the SVG timeline if asked, and say where it went (on stderr: stdout may end with JSON)."""
+    if path is None:
+        return True
+    try:
+        report.write_timeline(path, title=title)
+    except OSError as exc:
+        print(f"cannot write the timeline to {path}: {exc.strerror or exc}", file=sys.stderr, flush=True)
+        return False
+    print(f"timeline: {path}", file=sys.stderr, flush=True)
+    return True
 
 
 class _NoTraceback(logging.Formatter):

@@ -22,10 +22,13 @@ from ._cli_common import (
     Progress,
     UsageError,
     WatchedHandler,
+    add_timeline_option,
+    check_timeline_path,
     load_module_from_file,
     preload,
     runner_logs,
     warm_up,
+    write_timeline,
 )
 from ._recursive import RecursiveHandler
 from .local import CpuClock, Simulator
@@ -84,6 +87,7 @@ def add_parser(sub: Any) -> None:
         help="the simulated function's timeout, in CPU seconds of the thread running it (default: 0.1)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the sample's content")
+    add_timeline_option(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("-v", "--verbose", action="store_true", help="the runner's info logs and tracebacks")
     p.set_defaults(command=run)
@@ -161,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--size-mb must be positive")
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive")
+    check_timeline_path(args.timeline)
     from .local.embedded_s3 import EmbeddedS3, MissingExtraError
 
     t0 = time.monotonic()
@@ -201,6 +206,8 @@ def run(args: argparse.Namespace) -> int:
             report = sim.run({"bucket": BUCKET, "key": KEY})
     finally:
         server.stop()
+    title = f"recurse-lambda demo: {size / MB:.1f} MB, {args.timeout:g} s timeout (CPU time)"
+    written = write_timeline(report, args.timeline, title)
     print(report.timeline())
     print(f"result:   {json.dumps(report.result)}")
     print(f"expected: {json.dumps(expected)}")
@@ -210,6 +217,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if report.result != expected:
         print("demo failed: the chain's result differs from the direct count", file=err)
+        return 1
+    if not written:
         return 1
     print(
         f"OK: {report.hops} hops, {report.invocations} invocations, {elapsed:.1f} s in all; the chain's count "

@@ -15,6 +15,8 @@ from typing import Any
 from ._cli_common import (
     UsageError,
     WatchedHandler,
+    add_timeline_option,
+    check_timeline_path,
     cwd_first_on_path,
     generic_progress,
     parse_event,
@@ -22,6 +24,7 @@ from ._cli_common import (
     resolve_handler,
     runner_logs,
     warm_up,
+    write_timeline,
 )
 from .local import ChainReport, FaultPlan, SimClock, Simulator, VirtualClock, WallClock
 
@@ -68,6 +71,7 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="a virtual clock: time moves only when advanced (by the simulator or the handler)",
     )
+    add_timeline_option(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("-v", "--verbose", action="store_true", help="the runner's info logs and tracebacks")
     p.set_defaults(command=run)
@@ -175,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
     event = parse_event(args.event)
     faults = parse_faults(args.faults)
     uploads = [parse_put(spec) for spec in args.put]
+    check_timeline_path(args.timeline)
     with cwd_first_on_path():
         handler = resolve_handler(args.target)
         with s3_clients(args.s3_endpoint, eager=bool(uploads)) as factory:
@@ -198,5 +203,6 @@ def run(args: argparse.Namespace) -> int:
             preload()
             with runner_logs(sys.stderr, args.verbose):
                 report = sim.run(event)
+    written = write_timeline(report, args.timeline, f"recurse-lambda simulate {args.target}")
     print_report(report, args.json)
-    return 0 if report.status == "SUCCEEDED" else 1
+    return 0 if report.status == "SUCCEEDED" and written else 1

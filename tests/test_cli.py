@@ -322,3 +322,62 @@ def test_the_sample_data_is_what_the_test_expects() -> None:
         "checksum": (zlib.crc32(b"a") + zlib.crc32(b"b") + zlib.crc32(b"") + zlib.crc32(b"c")) % 2**64,
     }
     assert expected_count(data)["lines"] == 51
+
+
+def svg_bars(path: Path) -> list[Any]:
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(path).getroot()
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    return [g for g in root.iter("{http://www.w3.org/2000/svg}g") if "bar" in g.get("class", "").split()]
+
+
+def test_simulate_draws_the_timeline_into_a_file(
+    sleepy_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    event = json.dumps({"n": 25, "sleep": 0.02})
+    argv = ["simulate", "sleepy_chain:handler", "--event", event, "--timeout", "0.4", "--json", "-q"]
+    assert main([*argv, "--faults", "duplicate=0.5", "--timeline", "chain.svg"]) == 0
+    out, err = capsys.readouterr()
+    summary = last_json(out)  # the picture's message goes to stderr: stdout still ends with the JSON
+    assert "timeline: chain.svg" in err
+    bars = svg_bars(sleepy_dir / "chain.svg")
+    assert len(bars) == summary["invocations"] > 1
+    assert "simulate sleepy_chain:handler" in (sleepy_dir / "chain.svg").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("command", ["simulate", "demo"])
+@pytest.mark.parametrize(
+    ("where", "message"), [(".", "is a directory"), ("no/such/dir/x.svg", "no such directory")]
+)
+def test_a_timeline_that_cannot_be_written_is_refused_before_the_run(
+    command: str, where: str, message: str, sleepy_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["simulate", "sleepy_chain:handler"] if command == "simulate" else ["demo", "--size-mb", "1"]
+    assert main([*argv, "--timeline", where]) == 2
+    out, err = capsys.readouterr()
+    assert f"--timeline {where}: {message}" in err
+    assert "hop" not in out + err.replace("--timeline", "")  # nothing ran
+
+
+def test_a_timeline_write_that_fails_after_the_run_is_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from recurse_lambda._cli_common import write_timeline
+    from recurse_lambda.local import ChainReport
+
+    report = ChainReport(chain_id="c", status="SUCCEEDED")
+    assert write_timeline(report, None, "t")  # not asked: nothing to do
+    assert not write_timeline(report, tmp_path / "gone" / "x.svg", "t")
+    assert "cannot write the timeline to" in capsys.readouterr().err
+    assert write_timeline(report, tmp_path / "x.svg", "t") and (tmp_path / "x.svg").is_file()
+
+
+def test_demo_draws_the_timeline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "demo.svg"
+    assert main(["demo", "--size-mb", "0.5", "--timeout", "0.5", "-q", "--timeline", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert f"timeline: {path}" in err and "OK:" in out
+    hops = int(out.split("OK: ", 1)[1].split(" hops", 1)[0])
+    assert len(svg_bars(path)) >= hops >= 1
+    assert "recurse-lambda demo" in path.read_text(encoding="utf-8")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .._errors import ChainFailed
@@ -49,6 +51,8 @@ class ChainReport:
     rows: list[InvocationRow] = field(default_factory=list)
     destination: list[dict[str, Any]] = field(default_factory=list)  # captured on-failure records
     first_response: Any = None
+    # Every chain the run touched and its final status: a trigger event (an SQS batch, say) starts several.
+    chains: dict[str, str] = field(default_factory=dict)
     started: float = 0.0
     ended: float = 0.0
 
@@ -139,6 +143,18 @@ class ChainReport:
             f"utilisation {s['utilization']:.1%}"
         )
         return "\n".join(lines)
+
+    def timeline_svg(self, *, title: str | None = None) -> str:
+        """The timeline as an SVG picture: a lane per chain, a bar per invocation coloured by outcome."""
+        from ._svg import timeline_svg
+
+        return timeline_svg(self, title=title)
+
+    def write_timeline(self, path: str | os.PathLike[str], *, title: str | None = None) -> Path:
+        """Write :meth:`timeline_svg` to ``path`` (UTF-8) and return the path."""
+        target = Path(path)
+        target.write_text(self.timeline_svg(title=title), encoding="utf-8")
+        return target
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.summary(), "rows": [asdict(r) for r in self.rows], "destination": self.destination}
