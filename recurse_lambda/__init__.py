@@ -29,6 +29,7 @@ from ._errors import (
     ObjectNotFoundError,
     RecurseLambdaError,
     S3Error,
+    TriggerError,
 )
 from ._invoke import Invoker, InvokeThrottled, same_version_target
 from ._ledger import ChainRecord, ChainStatus, InMemoryLedger, Ledger
@@ -44,8 +45,8 @@ from ._policy import (
     predictive,
 )
 from ._recursive import RecursiveHandler, recursive
-from ._warm import WarmState
 from ._shards import Shard, Shards, SourceRef
+from ._warm import WarmState
 from ._world import InvocationStats, Outcome, Run, World
 
 __version__ = "0.1.0"
@@ -102,6 +103,7 @@ __all__ = [
     "SourceRef",
     "SpillStore",
     "SystemClock",
+    "TriggerError",
     "UnknownChainError",
     "WarmState",
     "World",

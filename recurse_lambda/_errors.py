@@ -13,6 +13,7 @@ RecurseLambdaError
 ├── LedgerConflict              a conditional ledger write failed (carries the current record)
 │   └── LostLeaseError          this invocation no longer owns its hop (fencing): stop at once
 ├── ChainFailed                 the chain ended FAILED (carries the error and the last committed state)
+├── TriggerError                an event-source event (SQS, S3, ...) that is empty or malformed, or a record of it
 └── S3Error                     S3 trouble, named precisely
     ├── ObjectNotFoundError / BucketNotFoundError / AccessDeniedError
     └── ObjectChangedError      the pinned object changed under a running chain
@@ -107,6 +108,10 @@ class ChainFailed(RecurseLambdaError):
         self.chain_id = chain_id
         self.error = error
         self.last_state = last_state
+
+
+class TriggerError(RecurseLambdaError):
+    """An event-source event that cannot be dispatched: empty, malformed, or a record that describes no job."""
 
 
 class MalformedRecordError(RecurseLambdaError):

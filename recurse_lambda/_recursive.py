@@ -9,7 +9,9 @@ from typing import Any, overload
 
 from ._clock import SystemClock
 from ._config import ChainConfig
-from ._runner import Handler, Hop
+from ._runner import Handler, Hop, is_destination_record
+from ._triggers_parse import trigger_records
+from ._triggers_start import dispatch
 from ._warm import WarmState
 from ._world import World
 
@@ -32,7 +34,15 @@ class RecursiveHandler:
         return self.handle(event, context, self.aws_world())
 
     def handle(self, event: Any, context: Any, world: World) -> dict[str, Any]:
-        """Run one invocation of the chain in ``world``."""
+        """Run one invocation in ``world``: a hop of a chain, or the start of one chain per job of a trigger
+        event (S3, EventBridge, SQS, Kinesis, DynamoDB streams; see :mod:`recurse_lambda.triggers`)."""
+        if trigger_records(event) is not None:  # raises TriggerError for an empty or malformed batch
+            return dispatch(self.config, event, context, world)
+        if is_destination_record(event) and trigger_records(event["requestPayload"]) is not None:
+            # Lambda gave up on a trigger event (S3 or EventBridge, invoked asynchronously) and the on-failure
+            # forwarder hands it back: try its records once more. Started chains join; if it fails again,
+            # the forwarder keeps the record in its queue, so nothing is dropped silently.
+            return dispatch(self.config, event["requestPayload"], context, world)
         return Hop(self.fn, self.config, event, context, world).run()
 
     def aws_world(self) -> World:

@@ -288,6 +288,8 @@ class Simulator:
             response = self.handler.handle(d.payload, context, world)
             if d.kind == "first":
                 report.first_response = response
+            if not live and isinstance(response, dict) and {"chains", "batchItemFailures"} & set(response):
+                row.outcome = "dispatched"  # a trigger event: it started chains rather than running one
             if isinstance(response, dict) and response.get("outcome") == "succeeded":
                 report.result = response.get("result")  # the ledger's copy wins in _conclude
             if isinstance(response, dict) and response.get("outcome") == "failed":
@@ -360,6 +362,11 @@ class Simulator:
 
     def _conclude(self, report: ChainReport) -> None:
         report.rows.sort(key=lambda r: (r.start, r.number))  # rows are appended as invocations end
+        for chain_id in dict.fromkeys(r.chain_id for r in report.rows if r.chain_id is not None):
+            record = self.ledger.get(chain_id) if self.ledger is not None else None
+            seen = {r.outcome for r in report.rows if r.chain_id == chain_id}  # stateless: what the rows say
+            status = "SUCCEEDED" if "succeeded" in seen else "FAILED" if "failed" in seen else "RUNNING"
+            report.chains[chain_id] = str(record.status) if record is not None else status
         first = report.first_response
         if report.chain_id is None and isinstance(first, dict) and first.get("outcome") == "rejected":
             report.status, report.error = "REJECTED", first.get("error")  # no chain was ever started
