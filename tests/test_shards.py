@@ -351,3 +351,38 @@ def test_a_sharded_job_on_the_dynamodb_ledger(moto_s3):
     assert report.result == one_pass(data) and len(reduced) == 1
     assert report.duplicates_dropped >= 1
     assert len(ledger.get(report.chain_id).joined) == 4
+
+
+def test_the_timeline_draws_the_job_and_each_shard_in_its_own_lane(moto_s3):
+    import xml.etree.ElementTree as ET
+
+    clock = VirtualClock()
+    put(moto_s3, "numbers.txt", numbers(500))
+    report = sim(tally_handler(clock, 3), moto_s3, clock).run({"bucket": "data", "key": "numbers.txt"})
+    svg = ET.fromstring(report.timeline_svg())
+    texts = [t.text for t in svg.iter("{http://www.w3.org/2000/svg}text")]
+    assert [t for t in texts if t in ("job", "0", "1", "2")] == ["job", "0", "1", "2"]
+    classes = " ".join(e.get("class", "") for e in svg.iter())
+    assert "c-split" in classes and "split into shards" in texts
+    assert (
+        report.hops == 3
+    )  # hop 0 of each shard (of every chain, not only the job, which does no chunk work)
+
+
+def test_the_sharded_count_example_counts_every_line_and_word_once(moto_s3):
+    from examples import sharded_count
+
+    text = "".join(f"line {i} has {'word ' * (i % 7)}\n" for i in range(3_000)).encode()
+    put(moto_s3, "words.txt", text)
+    clock = VirtualClock()
+    report = Simulator(
+        sharded_count.handler,
+        clock=clock,
+        ledger="memory",
+        s3_client=lambda: moto_s3,
+        faults=FaultPlan(duplicate=0.3),
+    ).run({"bucket": "data", "key": "words.txt"})
+    report.raise_for_status()
+    lines = text.decode().splitlines()
+    assert report.result == {"lines": len(lines), "words": sum(len(line.split()) for line in lines)}
+    assert len(report.chains) == 1 + sharded_count.SHARDS

@@ -62,8 +62,8 @@ class ChainReport:
 
     @property
     def hops(self) -> int:
-        """Distinct hops that did work."""
-        return len({r.hop for r in self.rows if r.hop is not None and r.chunks})
+        """Distinct hops that did work (of every chain: a sharded job counts its shards' hops)."""
+        return len({(r.chain_id, r.hop) for r in self.rows if r.hop is not None and r.chunks})
 
     def count(self, *outcomes: str) -> int:
         return sum(1 for r in self.rows if r.outcome in outcomes)

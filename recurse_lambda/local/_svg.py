@@ -35,6 +35,9 @@ CATEGORIES: dict[str, tuple[str, str]] = {
     "dropped": ("#9e9e9e", "duplicate dropped"),
     "lost_lease": ("#cc79a7", "lost its lease"),
     "rejected": ("#b8a000", "rejected"),
+    "split": ("#3b3b98", "split into shards"),
+    "waiting": ("#a6cee3", "job waiting for its shards"),
+    "dispatched": ("#6d4c41", "trigger: started chains"),
     "other": ("#c8c8c8", "other"),
 }
 OUTCOME_CATEGORY = {
@@ -50,6 +53,9 @@ OUTCOME_CATEGORY = {
     "stale": "dropped",
     "lost_lease": "lost_lease",
     "rejected": "rejected",
+    "split": "split",
+    "waiting": "waiting",
+    "dispatched": "dispatched",
 }
 KIND_STROKE = {"retry": "4,2", "destination": "1,2"}  # dash patterns of a bar's outline, by delivery kind
 
@@ -117,7 +123,8 @@ def _lanes(report: ChainReport) -> list[str | None]:
 
 def _short_labels(lanes: list[str | None]) -> tuple[str, list[str]]:
     """Lane labels without the prefix shared by every chain id (a sharded job's ``job/``), and that prefix."""
-    ids = [c for c in lanes if c is not None]
+    # A sharded job's own id counts as "job/", so its shards' labels lose the whole "job/" prefix.
+    ids = [c if "/" in c else c + "/" for c in lanes if c is not None]
     common = ids[0] if len(ids) > 1 else ""
     for other in ids[1:]:
         while not other.startswith(common):
@@ -125,7 +132,9 @@ def _short_labels(lanes: list[str | None]) -> tuple[str, list[str]]:
     prefix = common[: common.rfind("/") + 1]  # whole path segments only: "job/", never "job/00"
     labels = []
     for lane in lanes:
-        label = "(no chain)" if lane is None else lane[len(prefix) :] or lane
+        label = (
+            "(no chain)" if lane is None else "job" if lane + "/" == prefix else lane[len(prefix) :] or lane
+        )
         labels.append(label if len(label) <= LABEL_CHARS else label[: LABEL_CHARS - 1] + "\u2026")
     return prefix, labels
 
