@@ -19,6 +19,13 @@ __all__ = ["CsvReader"]
 
 _HEADER_RANGE = 64 * 1024
 
+_NO_SHARDS = (
+    "CsvReader does not read byte ranges (end=): a quoted field may contain newlines, so whether an offset "
+    "is inside a record depends on every quote before it, and a shard cannot find its first record from its "
+    "own bytes. If no field contains a newline, read the shard with LineReader(..., end=...) and parse its "
+    "lines with csv.reader"
+)
+
 
 class _BadBytes(Exception):
     """Undecodable bytes in a line; becomes a MalformedRecordError at the start of the record."""
@@ -88,9 +95,12 @@ class CsvReader(_Reader[Any]):
         dialect: str | csv.Dialect | type[csv.Dialect] = "excel",
         range_size: int = DEFAULT_RANGE_SIZE,
         prefetch: int = DEFAULT_PREFETCH,
+        end: None = None,
         **fmtparams: Any,
     ) -> None:
-        super().__init__(source, start, range_size=range_size, prefetch=prefetch)
+        if end is not None:
+            raise TypeError(_NO_SHARDS)
+        super().__init__(source, start, end=None, range_size=range_size, prefetch=prefetch)
         self._codec, self._bom = check_encoding(encoding)
         self._errors = errors
         self._header = list(header) if header is not None else None

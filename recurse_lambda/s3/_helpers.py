@@ -48,7 +48,7 @@ class S3Helpers:
         return PinnedSource(self.client, bucket, key, pins=self.pins)
 
     def lines(self, bucket: str, key: str, start: int = 0, **opts: Any) -> LineReader:
-        """A :class:`LineReader` from ``start``; ``opts`` as for it (``encoding``, ``range_size``, ...)."""
+        """A :class:`LineReader` from ``start``; ``opts`` as for it (``end``, ``encoding``, ``range_size``, ...)."""
         return LineReader(self.open(bucket, key), start, **opts)
 
     def csv(self, bucket: str, key: str, start: int = 0, **opts: Any) -> CsvReader:
@@ -56,11 +56,11 @@ class S3Helpers:
         return CsvReader(self.open(bucket, key), start, **opts)
 
     def jsonl(self, bucket: str, key: str, start: int = 0, **opts: Any) -> JsonLinesReader:
-        """A :class:`JsonLinesReader` from ``start``."""
+        """A :class:`JsonLinesReader` from ``start`` (to ``end=`` for a shard)."""
         return JsonLinesReader(self.open(bucket, key), start, **opts)
 
     def chunks(self, bucket: str, key: str, start: int = 0, **opts: Any) -> ChunkReader:
-        """A :class:`ChunkReader` of raw bytes from ``start``."""
+        """A :class:`ChunkReader` of raw bytes from ``start`` (to ``end=``)."""
         return ChunkReader(self.open(bucket, key), start, **opts)
 
     def get(self, bucket: str, key: str) -> bytes:

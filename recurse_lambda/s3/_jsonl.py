@@ -14,7 +14,7 @@ __all__ = ["JsonLinesReader"]
 
 
 class JsonLinesReader(_Reader[Any]):
-    """One decoded JSON value per line; blank lines are ignored.
+    """One decoded JSON value per line; blank lines are ignored. ``end`` makes a shard, as for ``LineReader``.
 
     A malformed line raises :class:`MalformedRecordError` (after the records before it are delivered) with
     ``on_error="raise"``; with ``"skip"`` it is passed over and listed in :attr:`skipped` as
@@ -26,6 +26,7 @@ class JsonLinesReader(_Reader[Any]):
         source: ByteSource,
         start: int = 0,
         *,
+        end: int | None = None,
         on_error: Literal["raise", "skip"] = "raise",
         loads: Callable[[bytes], Any] = json.loads,
         range_size: int = DEFAULT_RANGE_SIZE,
@@ -33,10 +34,12 @@ class JsonLinesReader(_Reader[Any]):
     ) -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
-        super().__init__(source, start, range_size=range_size, prefetch=prefetch)
+        super().__init__(source, start, end=end, range_size=range_size, prefetch=prefetch)
         self.on_error = on_error
         self._loads = loads
-        self._lines = LineReader(source, start, range_size=range_size, encoding=None, prefetch=prefetch)
+        self._lines = LineReader(
+            source, start, end=end, range_size=range_size, encoding=None, prefetch=prefetch
+        )
 
     @property
     def skipped(self) -> list[tuple[int, str]]:
@@ -50,6 +53,9 @@ class JsonLinesReader(_Reader[Any]):
     def close(self) -> None:
         super().close()
         self._lines.close()
+
+    def _stop(self) -> int | None:
+        return self._lines._stop()
 
     def _parse(self) -> Iterator[_ListBlock[Any]]:
         bucket, key = getattr(self.source, "bucket", None), getattr(self.source, "key", None)

@@ -128,6 +128,9 @@ def _split_mixed(data: Any, cut: int, nl: Any, cr: Any) -> tuple[list[Any], list
 class LineReader(_Reader[Any]):
     """Lines from byte offset ``start`` (which must be a line start: 0 or a ``batch.end``).
 
+    With ``end``, a shard: the lines that begin in ``[start, end)``, ``start`` being anywhere (the reader skips
+    to the first line beginning at or after it, and reads the last line to its end, past ``end``).
+
     ``encoding=None`` yields ``bytes`` (the fast path); otherwise ``str`` decoded with ``encoding`` and
     ``errors``. ``utf-8-sig`` drops a BOM at byte 0. Undecodable bytes under ``errors="strict"`` raise
     :class:`MalformedRecordError` once the lines before them are delivered.
@@ -138,12 +141,13 @@ class LineReader(_Reader[Any]):
         source: ByteSource,
         start: int = 0,
         *,
+        end: int | None = None,
         range_size: int = DEFAULT_RANGE_SIZE,
         encoding: str | None = "utf-8",
         errors: str = "strict",
         prefetch: int = DEFAULT_PREFETCH,
     ) -> None:
-        super().__init__(source, start, range_size=range_size, prefetch=prefetch)
+        super().__init__(source, start, end=end, range_size=range_size, prefetch=prefetch)
         self.encoding = encoding
         self.errors = errors
         self._codec, self._bom = check_encoding(encoding) if encoding is not None else ("", False)
@@ -152,7 +156,8 @@ class LineReader(_Reader[Any]):
         if self.encoding is None:
             yield from self._parse_bytes()
             return
-        for offset, data, cut, final in iter_regions(self._ranges(), self.start):
+        begin, ranges = self._record_ranges()
+        for offset, data, cut, final in iter_regions(ranges, begin):
             block = self._text_block(offset, data, cut, final)
             yield block
             if block.error is not None:
@@ -162,8 +167,8 @@ class LineReader(_Reader[Any]):
         # iter_regions, specialised: the partial line carried over a piece boundary is prepended to the
         # piece's first line instead of joined with the whole piece, which saves copying every byte again.
         pending: list[bytes] = []
-        offset = self.start
-        for _, whole in self._ranges():
+        offset, ranges = self._record_ranges()
+        for _, whole in ranges:
             for piece in _pieces(whole, PARSE_PIECE):
                 cut = piece.rfind(b"\n") + 1
                 if not cut:

@@ -65,16 +65,29 @@ class RangeFetcher:
 
     With ``prefetch > 0`` the next ``prefetch`` ranges are fetched on background threads while the caller
     works on the current one, so at most ``prefetch + 1`` ranges are in memory. Nothing past the size is ever
-    requested. A failed background read is raised in the caller's thread, as the same exception. ``close``
-    cancels what has not started, waits for what has, and leaves no thread behind.
+    requested, nor past ``end`` when given. Ranges starting at or past ``horizon`` are fetched only when the
+    caller asks for them (a shard's last record may run past its end, by an unknown length). A failed
+    background read is raised in the caller's thread, as the same exception. ``close`` cancels what has not
+    started, waits for what has, and leaves no thread behind.
     """
 
-    def __init__(self, source: ByteSource, start: int, *, range_size: int, prefetch: int) -> None:
+    def __init__(
+        self,
+        source: ByteSource,
+        start: int,
+        *,
+        range_size: int,
+        prefetch: int,
+        end: int | None = None,
+        horizon: int | None = None,
+    ) -> None:
         check_window(start, range_size, prefetch)
         self._source = source
         self._next = start  # the offset of the next range to plan
         self._range_size = range_size
         self._prefetch = prefetch
+        self._end = end
+        self._horizon = horizon
         self._size: int | None = None
         self._pending: deque[tuple[int, Future[bytes]]] = deque()
         self._executor: ThreadPoolExecutor | None = None
@@ -87,11 +100,10 @@ class RangeFetcher:
         if self._closed:
             raise StopIteration
         if self._size is None:
-            self._size = self._source.size
-            if self._next > self._size:
-                raise ValueError(
-                    f"start {self._next} is past the end of {_describe(self._source)} ({self._size})"
-                )
+            size = self._source.size
+            if self._next > size:
+                raise ValueError(f"start {self._next} is past the end of {_describe(self._source)} ({size})")
+            self._size = size if self._end is None else min(size, self._end)
         if self._prefetch == 0:
             offset = self._plan()
             if offset is None:
@@ -131,6 +143,8 @@ class RangeFetcher:
     def _fill(self) -> None:
         # The range the caller is about to take, plus `prefetch` more to fetch while it parses that one.
         while len(self._pending) <= self._prefetch:
+            if self._horizon is not None and self._next >= self._horizon and self._pending:
+                return
             offset = self._plan()
             if offset is None:
                 return

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import accumulate, chain, repeat
 from operator import add
@@ -21,7 +21,8 @@ from types import TracebackType
 from typing import Generic, Self, TypeVar
 
 from .._errors import MalformedRecordError
-from ._prefetch import ByteSource, RangeFetcher, check_window
+from ._prefetch import ByteSource, RangeFetcher, _describe, check_window
+from ._shard import ShardRanges
 
 __all__ = ["DEFAULT_RANGE_SIZE", "Batch", "ByteSource", "ChunkReader", "MalformedRecordError"]
 
@@ -148,12 +149,20 @@ class _ListBlock(_Block[T]):
 class _Reader(Generic[T]):
     """The batching, cursor and lifetime logic shared by all readers; subclasses parse blocks in ``_parse``."""
 
-    def __init__(self, source: ByteSource, start: int, *, range_size: int, prefetch: int) -> None:
+    def __init__(
+        self, source: ByteSource, start: int, *, end: int | None, range_size: int, prefetch: int
+    ) -> None:
         check_window(start, range_size, prefetch)
+        if end is not None and end < 0:
+            raise ValueError(f"end must be >= 0, not {end}")
         self.source = source
         self.start = start
-        #: The offset of the next unread record: ``start``, then the ``end`` of the last batch delivered.
+        #: Where the shard ends, or None to read to the end of the object.
+        self.end = end
+        #: The offset of the next unread record: ``start``, then the ``end`` of the last batch delivered (with
+        #: ``end``, once done: the start of the first record at or after ``end``).
         self.position = start
+        self._shard: ShardRanges | None = None
         self._range_size = range_size
         self._prefetch = prefetch
         self._fetcher: RangeFetcher | None = None
@@ -215,10 +224,38 @@ class _Reader(Generic[T]):
         if start is not None:
             return RangeFetcher(self.source, start, range_size=range_size or self._range_size, prefetch=0)
         if self._fetcher is None:
-            self._fetcher = RangeFetcher(
-                self.source, self.start, range_size=self._range_size, prefetch=self._prefetch
-            )
+            self._fetcher = self._new_fetcher()
         return self._fetcher
+
+    def _new_fetcher(self) -> RangeFetcher:
+        if self.end is None:
+            return RangeFetcher(self.source, self.start, range_size=self._range_size, prefetch=self._prefetch)
+        # From byte start - 1, which tells whether start begins a record, in the same request. Ranges past
+        # `end` are fetched only while the record straddling it is unfinished.
+        return RangeFetcher(
+            self.source,
+            max(self.start - 1, 0),
+            range_size=self._range_size,
+            prefetch=self._prefetch,
+            horizon=self.end,
+        )
+
+    def _record_ranges(self) -> tuple[int, Iterable[tuple[int, bytes]]]:
+        """Where the records begin and the ranges holding them: with ``end``, only the shard's records."""
+        if self.end is None:
+            return self.start, self._ranges()
+        size = self.source.size
+        if self.start > size:
+            raise ValueError(f"start {self.start} is past the end of {_describe(self.source)} ({size})")
+        end = min(self.end, size)
+        if self.start >= end:  # also a reader resumed after a record that straddled `end`: nothing to read
+            return self.start, ()
+        self._shard = ShardRanges(self._ranges(), self.start, end)
+        return self._shard.begin, self._shard
+
+    def _stop(self) -> int | None:
+        """With ``end``, once the records are exhausted: the first record start at or after ``end``."""
+        return None if self._shard is None else self._shard.stop
 
     def _parse(self) -> Iterator[_Block[T]]:
         raise NotImplementedError
@@ -259,6 +296,9 @@ class _Reader(Generic[T]):
                         if parts:
                             yield self._deliver(parts, first, last)
                         self._done = True
+                        stop = self._stop()
+                        if stop is not None:  # past blank or skipped lines, and with no record at all
+                            self.position = stop
                         self._skipped.extend(self._unreported)
                         self._unreported.clear()
                         return
@@ -294,17 +334,29 @@ class _Reader(Generic[T]):
 
 
 class ChunkReader(_Reader[bytes]):
-    """Raw bytes in chunks of ``chunk_size`` (the last may be shorter), from any offset."""
+    """Raw bytes in chunks of ``chunk_size`` (the last may be shorter), from any offset.
+
+    With ``end``, exactly the bytes ``[start, end)`` (clamped to the size): chunks are not records, so there
+    is no alignment.
+    """
 
     def __init__(
         self,
         source: ByteSource,
         start: int = 0,
         *,
+        end: int | None = None,
         chunk_size: int = DEFAULT_RANGE_SIZE,
         prefetch: int = DEFAULT_PREFETCH,
     ) -> None:
-        super().__init__(source, start, range_size=chunk_size, prefetch=prefetch)
+        super().__init__(source, start, end=end, range_size=chunk_size, prefetch=prefetch)
+        if end is not None and end < start:
+            raise ValueError(f"end ({end}) must be >= start ({start})")
+
+    def _new_fetcher(self) -> RangeFetcher:
+        return RangeFetcher(
+            self.source, self.start, range_size=self._range_size, prefetch=self._prefetch, end=self.end
+        )
 
     def _parse(self) -> Iterator[_Block[bytes]]:
         for offset, data in self._ranges():
