@@ -3,7 +3,7 @@
 The job is a chain of its own. Its hop 0 plans the shards (checkpointed, so a retry splits the same way),
 starts one chain per shard (idempotent starts), hands the job off to hop 1 *without* invoking it, and only then
 invokes the shards: while the shards run, the job is unowned, so a failing shard can always fail it. Each
-shard that finishes adds itself to the job's ``joined`` set (the ledger's ``join``); the join that makes the
+shard that finishes adds its index to the job's ``joined`` set (the ledger's ``join``); the join that makes the
 set complete sends the job's envelope for its current hop, and that invocation, which claims the job like any
 hop, runs ``reduce`` and finishes the job. A duplicate of that envelope is dropped at the claim, and a retry
 reruns ``reduce`` from the shards' committed results, so the job's result is committed exactly once.
@@ -25,7 +25,7 @@ from ._envelope import Envelope
 from ._errors import LedgerConflict, LedgerError
 from ._invoke import same_version_target
 from ._ledger import ChainRecord, ChainStatus
-from ._shards import SHARD_KEY, Part, Shard, plan_shards, shard_chain_id
+from ._shards import SHARD_KEY, Part, Shard, plan_shards, shard_chain_id, shard_part
 from ._world import Outcome, Run
 
 if TYPE_CHECKING:
@@ -83,9 +83,10 @@ def drive_job(inv: Hop, state: Any, run: Run) -> dict[str, Any]:
     if plan.get("started") and len(record.joined) < n:
         shards = [r for r in shard_records(inv, n) if r is not None]
         for r in shards:
-            if r.status is ChainStatus.SUCCEEDED and r.chain_id not in record.joined:
+            part = r.chain_id.rsplit("/", 1)[-1]
+            if r.status is ChainStatus.SUCCEEDED and part not in record.joined:
                 # It ended while the job was not RUNNING (failed, then resumed): its join was refused then.
-                record = ledger.join(env.chain_id, part=r.chain_id, now=inv.clock.time())
+                record = ledger.join(env.chain_id, part=part, now=inv.clock.time())
     if len(record.joined) >= n:
         return inv._finish(config.shards.reduce(shard_results(inv, n)), state, run)
     if not plan.get("started"):
@@ -180,7 +181,8 @@ def shard_succeeded(inv: Hop, spec: Mapping[str, Any]) -> None:
     assert inv.env is not None and inv.ledger is not None
     job_id = str(spec["job"])
     try:
-        job = inv.ledger.join(job_id, part=inv.env.chain_id, now=inv.clock.time())
+        part = shard_part(int(spec["index"]), int(spec["count"]))
+        job = inv.ledger.join(job_id, part=part, now=inv.clock.time())
     except LedgerConflict as conflict:
         status = conflict.current.status if conflict.current is not None else "missing"
         log.info("shard %s finished, but its job %s is %s", inv.env.chain_id, job_id, status)

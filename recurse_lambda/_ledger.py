@@ -16,8 +16,8 @@ resume     FAILED ∨ (RUNNING ∧ (owner = ∅ ∧ idle ≥ stall ∨ lease exp
 join       RUNNING                                                                  joined ∪= {part}
 ========== ======================================================================== ===========================
 
-``join`` is the counter of a sharded job (see :mod:`recurse_lambda._shards`): each finished shard adds its chain
-id to the job's ``joined`` set. The count is the size of a set, so a shard delivered twice is counted once, and
+``join`` is the counter of a sharded job (see :mod:`recurse_lambda._shards`): each finished shard adds its index
+to the job's ``joined`` set. The count is the size of a set, so a shard delivered twice is counted once, and
 every join returns the new record, so exactly one caller sees the count reach the number of shards first.
 
 ``start`` also succeeds over a terminal record whose retention has expired (``expires_at`` ≤ now): the same
@@ -71,7 +71,7 @@ class ChainRecord:
     error: str | None = None
     function: str | None = None  # the function (qualified ARN) running the chain, for resume
     expires_at: float | None = None  # set when the chain ends: after it, the chain id may start anew
-    joined: tuple[str, ...] = ()  # a sharded job: the shards (chain ids, sorted) that have finished
+    joined: tuple[str, ...] = ()  # a sharded job: the shards (padded indexes, sorted) that have finished
 
 
 @runtime_checkable

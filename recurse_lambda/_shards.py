@@ -23,7 +23,9 @@ __all__ = ["ObjectInfo", "Part", "Shard", "ShardReader", "Shards", "SourceRef", 
 #: The key under which a shard's event carries its place in the job.
 SHARD_KEY = "__recurse_lambda_shard__"
 
-MAX_SHARDS = 10_000
+# Each shard is one chain and one concurrent invocation (the default account concurrency is 1,000), and the
+# plan, kept in the job's ledger item and envelope, holds every shard's ranges.
+MAX_SHARDS = 1000
 
 
 @dataclass(frozen=True)
@@ -162,8 +164,13 @@ def plan_shards(objects: Sequence[ObjectInfo], count: int, min_bytes: int = 1) -
 
 
 def shard_chain_id(job_id: str, index: int, count: int) -> str:
-    """``job/0007``: zero-padded, so shard chain ids sort in shard order."""
-    return f"{job_id}/{index:0{len(str(max(count - 1, 0)))}d}"
+    """``job/007``: zero-padded, so shard chain ids sort in shard order."""
+    return f"{job_id}/{shard_part(index, count)}"
+
+
+def shard_part(index: int, count: int) -> str:
+    """What a finished shard adds to its job's ``joined`` set: its padded index (short, so 1,000 fit an item)."""
+    return f"{index:0{len(str(max(count - 1, 0)))}d}"
 
 
 class Shard:

@@ -5,7 +5,7 @@ The item, keyed by ``chain_id`` (S)::
     status S · hop N · owner S (absent when unowned) · lease_until N · attempts N · started_at N · updated_at N
     progress, event, result (JSON text), error (text): S inline, or M {s3_bucket, s3_key, bytes} when offloaded
     handed_off_by S · function S · expires_at N (the TTL attribute; epoch seconds, set when the chain ends)
-    joined SS (a sharded job: the chain ids of its finished shards; absent until the first joins)
+    joined SS (a sharded job: the padded indexes of its finished shards; absent until the first joins)
 
 An offloaded field is written to S3 *before* the item, under a fresh key (``prefix/chain/hop/field-uuid.json``):
 a write whose condition then fails leaves an orphan for the bucket's lifecycle rule, never a changed object
