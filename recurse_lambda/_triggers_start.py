@@ -66,6 +66,17 @@ def job_chain_id(config: ChainConfig, job: Any) -> str:
     return default_chain_id(job)
 
 
+def job_pins(job: Any) -> dict[str, dict[str, Any]]:
+    """An S3 job's object pinned to the notification's ETag, so an upload after the event fails the chain.
+
+    ``run.s3`` would otherwise pin the object at its first read, which may already be a newer upload.
+    """
+    if not (isinstance(job, Mapping) and tuple(job) == S3_JOB_FIELDS and job["etag"]):
+        return {}
+    pin = {"etag": f'"{job["etag"]}"', "version_id": job["version_id"], "size": job["size"]}
+    return {f"{job['bucket']}/{job['key']}": pin}
+
+
 def start_job(config: ChainConfig, job: Any, context: Any, world: World) -> ChainStart:
     """Start (or join) the chain of ``job`` and send its hop 0; raises when the chain could not be started."""
     if is_envelope(job) or _is_trigger(job):
@@ -76,7 +87,7 @@ def start_job(config: ChainConfig, job: Any, context: Any, world: World) -> Chai
         raise ConfigurationError(
             f"initial_state returned {type(state).__name__}, not {config.state.__name__}"
         )
-    progress = {"state": state.model_dump(mode="json"), "chunks": 0, "pins": {}}
+    progress = {"state": state.model_dump(mode="json"), "chunks": 0, "pins": job_pins(job)}
     version = str(getattr(context, "function_version", "$LATEST") or "$LATEST")
     target = same_version_target(context)
     codec = codec_for(config, world)

@@ -134,8 +134,10 @@ def dynamodb(seq: str, image: dict[str, Any] | None, name: str = "INSERT") -> di
     return {"eventSource": "aws:dynamodb", "eventName": name, "eventID": seq, "dynamodb": change}
 
 
-def s3_record(bucket: str, key: str, etag: str | None, *, version: str | None = None) -> dict[str, Any]:
-    obj: dict[str, Any] = {"key": key, "size": 11, "sequencer": "0A1B"}
+def s3_record(
+    bucket: str, key: str, etag: str | None, *, version: str | None = None, size: int = 11
+) -> dict[str, Any]:
+    obj: dict[str, Any] = {"key": key, "size": size, "sequencer": "0A1B"}
     if etag is not None:
         obj["eTag"] = etag
     if version is not None:
@@ -566,3 +568,21 @@ def test_the_sqs_jobs_example_runs_a_batch_in_the_simulator(moto_s3: Any) -> Non
     assert list(report.chains.values()) == ["SUCCEEDED"]
     assert report.result == {"lines": 5000, "matches": len(range(0, 5000, 7))}
     assert report.count("succeeded") == 1  # the resent hop 0 was dropped by its claim
+
+
+def test_an_s3_job_is_pinned_to_the_notifications_etag(moto_s3: Any) -> None:
+    from examples import line_count
+
+    moto_s3.create_bucket(Bucket="uploads")
+    first = moto_s3.put_object(Bucket="uploads", Key="a b.txt", Body=b"one\ntwo\n")["ETag"]
+    event = {"Records": [s3_record("uploads", "a+b.txt", first.strip('"'), size=8)]}
+    ok = Simulator(line_count.handler, clock=VirtualClock(), ledger="memory", s3_client=lambda: moto_s3).run(
+        event
+    )
+    assert list(ok.chains.values()) == ["SUCCEEDED"] and ok.result["lines"] == 2
+
+    moto_s3.put_object(Bucket="uploads", Key="a b.txt", Body=b"one\ntwo\nthree\n")  # a newer upload...
+    changed = Simulator(line_count.handler, clock=VirtualClock(), ledger="memory", s3_client=lambda: moto_s3)
+    report = changed.run(event)  # ...then the old notification is delivered
+    assert list(report.chains.values()) == ["FAILED"]
+    assert "ObjectChangedError" in report.error and first in report.error
