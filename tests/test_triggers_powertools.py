@@ -128,7 +128,7 @@ def test_the_powertools_example_starts_and_runs_its_chains(
     event = {
         "Records": [
             sqs("m1", {"bucket": "inbox", "key": "a.txt"}),
-            sqs("m2", {"Records": [s3_record("inbox", "b+c.txt", etag)]}),  # S3 -> SQS
+            sqs("m2", {"Records": [s3_record("inbox", "b+c.txt", etag, size=3)]}),  # S3 -> SQS
             sqs("m3", {"bucket": "inbox", "key": "busy.txt"}),  # throttled: retried by SQS
             sqs("m4", "not json"),
         ]
