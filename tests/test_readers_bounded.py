@@ -17,7 +17,7 @@ from itertools import pairwise
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from recurse_lambda.s3._csv import CsvReader
@@ -25,28 +25,7 @@ from recurse_lambda.s3._helpers import S3Helpers
 from recurse_lambda.s3._jsonl import JsonLinesReader
 from recurse_lambda.s3._lines import LineReader
 from recurse_lambda.s3._readers import Batch, ChunkReader
-
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-class Source:
-    """An in-memory object recording its reads; with ``most`` it answers at most that many bytes per read."""
-
-    def __init__(self, data: bytes, most: int | None = None) -> None:
-        self.data = data
-        self.most = most
-        self.reads: list[tuple[int, int]] = []
-
-    @property
-    def size(self) -> int:
-        return len(self.data)
-
-    def read(self, start: int, end: int) -> bytes:
-        assert 0 <= start < end <= len(self.data), (start, end)
-        self.reads.append((start, end))
-        if self.most is not None:
-            end = min(end, start + self.most)
-        return self.data[start:end]
+from tests.test_readers_properties import SETTINGS, Source, reference_jsonl, reference_lines
 
 
 def record_start(data: bytes, at: int) -> int:
@@ -56,13 +35,6 @@ def record_start(data: bytes, at: int) -> int:
     at = min(at, len(data))
     newline = data.find(b"\n", at - 1)
     return len(data) if newline < 0 else newline + 1
-
-
-def reference_lines(data: bytes) -> list[bytes]:
-    parts = data.split(b"\n")
-    last = parts.pop()
-    lines = [p[:-1] if p.endswith(b"\r") else p for p in parts]
-    return [*lines, last] if last else lines
 
 
 # -- strategies ----------------------------------------------------------------------------------------------
@@ -193,21 +165,6 @@ jsonl_line = st.one_of(
     st.text(alphabet=st.sampled_from(["a", "é", "😀", " "]), max_size=30).map(json.dumps),
     st.sampled_from(["", "  ", "{bad", "[1,", '{"k": [1, 2]}', "nul"]),
 )
-
-
-def reference_jsonl(data: bytes) -> tuple[list[Any], list[int]]:
-    values: list[Any] = []
-    bad: list[int] = []
-    offset = 0
-    for raw in data.split(b"\n"):
-        line = raw[:-1] if raw.endswith(b"\r") else raw
-        if line.strip():
-            try:
-                values.append(json.loads(line))
-            except ValueError:
-                bad.append(offset)
-        offset += len(raw) + 1
-    return values, bad
 
 
 @SETTINGS

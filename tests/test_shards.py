@@ -42,8 +42,17 @@ def one_pass(data: bytes) -> dict[str, int]:
     return {"lines": len(lines), "total": sum(int(line) for line in lines)}
 
 
-def tally_handler(clock: VirtualClock, count: int, reduced: list[Any] | None = None, **options: Any) -> Any:
-    """Counts and sums the numbers of a text object, one batch of 7 lines per chunk of 1 virtual second."""
+def tally_handler(
+    clock: VirtualClock,
+    count: int,
+    reduced: list[Any] | None = None,
+    check: Any = None,
+    **options: Any,
+) -> Any:
+    """Counts and sums the numbers of a text object, one batch of 7 lines per chunk of 1 virtual second.
+
+    ``check(run, state)`` is called before each batch (a test raises from it).
+    """
 
     def reduce(results: list[dict[str, int]]) -> dict[str, int]:
         if reduced is not None:
@@ -56,6 +65,8 @@ def tally_handler(clock: VirtualClock, count: int, reduced: list[Any] | None = N
     def handler(event: dict[str, Any], state: Tally, run: Run) -> Generator[None, None, dict[str, int]]:
         assert run.shard is not None, "a sharded job's user code runs only in its shards"
         for batch in run.shard.lines(start=state.offset, encoding=None).batches(7):
+            if check is not None:
+                check(run, state)
             clock.advance(1.0)
             state.lines += len(batch)
             state.total += sum(int(line) for line in batch)
@@ -182,19 +193,11 @@ def test_a_failed_shard_fails_the_job_naming_it_and_resume_continues_it(moto_s3)
     put(moto_s3, "numbers.txt", data)
     ledger = InMemoryLedger()
 
-    @recursive(state=Tally, shards=Shards(count=4, reduce=merge, min_bytes=1), permanent_errors=(KeyError,))
-    def handler(event: dict[str, Any], state: Tally, run: Run) -> Generator[None, None, dict[str, int]]:
-        assert run.shard is not None
-        for batch in run.shard.lines(start=state.offset, encoding=None).batches(7):
-            if fail["on"] and run.shard.index == 2 and state.lines >= 14:
-                raise KeyError("a bad record")
-            clock.advance(1.0)
-            state.lines += len(batch)
-            state.total += sum(int(line) for line in batch)
-            state.offset = batch.end
-            yield
-        return {"lines": state.lines, "total": state.total}
+    def bad_record(run: Run, state: Tally) -> None:
+        if fail["on"] and run.shard.index == 2 and state.lines >= 14:
+            raise KeyError("a bad record")
 
+    handler = tally_handler(clock, 4, check=bad_record, permanent_errors=(KeyError,))
     simulator = sim(handler, moto_s3, clock, ledger=ledger)
     report = simulator.run({"bucket": "data", "key": "numbers.txt"})
     assert report.status == "FAILED"
