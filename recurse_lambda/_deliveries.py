@@ -124,4 +124,5 @@ def rejected(inv: Hop, exc: EnvelopeError | ConfigurationError) -> dict[str, Any
         return inv._response(Outcome.REJECTED, None, error=error_text(exc))
     inv.env = Envelope(chain_id, hop, record.progress, record.event, record.started_at)
     chain_ended(inv, ChainStatus.FAILED, record, error_text(exc))
+    redrive(inv, record)  # a shard: fail its job too
     return inv._response(Outcome.FAILED, ChainStatus.FAILED, error=error_text(exc))

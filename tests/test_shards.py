@@ -389,3 +389,18 @@ def test_the_sharded_count_example_counts_every_line_and_word_once(moto_s3):
     lines = text.decode().splitlines()
     assert report.result == {"lines": len(lines), "words": sum(len(line.split()) for line in lines)}
     assert len(report.chains) == 1 + sharded_count.SHARDS
+
+
+def test_a_shard_whose_envelope_cannot_be_loaded_fails_the_job(moto_s3):
+    from recurse_lambda.local import MemorySpillStore
+
+    clock = VirtualClock()
+    put(moto_s3, "numbers.txt", numbers(100))
+    spill = MemorySpillStore()
+    spill.put = lambda key, body: {"bucket": "memory", "key": key}  # type: ignore[method-assign]  # expired at once
+    handler = tally_handler(clock, 2, max_payload_bytes=2000)
+    event = {"bucket": "data", "key": "numbers.txt", "note": "x" * 3000}  # every shard envelope spills
+    report = sim(handler, moto_s3, clock, spill=spill).run(event)
+    assert report.status == "FAILED"
+    assert "shard 0 of 2" in report.error or "shard 1 of 2" in report.error
+    assert "spilled envelope body" in report.error
