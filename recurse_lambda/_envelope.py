@@ -59,7 +59,7 @@ def canonical(obj: Any) -> bytes:
             obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
         ).encode()
     except ValueError as exc:
-        where = nonfinite_path(obj, "envelope") or "the envelope"
+        where = nonfinite_path(obj, "payload") or "the payload"
         raise ConfigurationError(
             f"{where} is NaN or infinite, which JSON cannot carry (a hand-off payload must be RFC 8259 JSON)"
         ) from exc
