@@ -18,7 +18,8 @@ from recurse_lambda.local import VirtualClock
 from tests.conftest import simulate
 
 FLOATS = st.one_of(
-    st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -0.0]), st.floats(allow_nan=True, allow_infinity=True)
+    st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -0.0]),
+    st.floats(allow_nan=True, allow_infinity=True),
 )
 
 
@@ -55,7 +56,9 @@ def state_models(draw: st.DrawFn) -> tuple[type[BaseModel], bool]:
                 return "computed"
 
         base = WithComputed
-    config = ConfigDict(populate_by_name=draw(st.booleans()), extra=draw(st.sampled_from(["ignore", "forbid"])))
+    config = ConfigDict(
+        populate_by_name=draw(st.booleans()), extra=draw(st.sampled_from(["ignore", "forbid"]))
+    )
     model = create_model("Drawn", __base__=base, **fields)
     model.model_config.update(config)
     model.model_rebuild(force=True)
