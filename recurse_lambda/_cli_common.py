@@ -129,7 +129,7 @@ def generic_progress(stream: TextIO) -> Progress:
         state = ""
         if view.state is not None and hasattr(view.state, "model_dump_json"):
             # The state's JSON as a hop hands it on: NaN and infinities spelled "NaN", "Infinity", "-Infinity".
-            state = strict_dumps(view.state.model_dump(mode="json"), separators=(",", ":"), default=str)
+            state = strict_dumps(view.state.model_dump(mode="json", fallback=repr), separators=(",", ":"))
             state = f"  state {state if len(state) <= 80 else state[:77] + '...'}"
         print(
             f"[{view.elapsed:7.2f}s] #{view.number:<3} hop {hop:>3}  {view.outcome or '?':<12} "

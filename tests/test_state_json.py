@@ -207,3 +207,36 @@ def test_the_simulate_cli_json_output_is_strict(
     summary = strict_loads(out.strip().splitlines()[-1])
     assert summary["status"] == "FAILED" and summary["last_state"]["best"] == "-Infinity"
     assert '"best":"-Infinity"' in err  # the progress lines show the state as it is handed on
+
+
+UNSERIALISABLE = """
+from typing import Any
+from pydantic import BaseModel
+from recurse_lambda import after_chunks, recursive
+
+class Holder(BaseModel):
+    i: int = 0
+    handle: Any = None
+
+@recursive(state=Holder, policy=after_chunks(1))
+def handler(event, state, run):
+    while state.i < 3:
+        state.i += 1
+        state.handle = object()
+        yield
+    return state.i
+"""
+
+
+def test_the_simulate_cli_reports_an_unserialisable_state_instead_of_crashing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "holder_chain.py").write_text(UNSERIALISABLE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "holder_chain", raising=False)
+    assert main(["simulate", "holder_chain:handler", "--json", "--virtual"]) == 1
+    out, err = capsys.readouterr()
+    summary = strict_loads(out.strip().splitlines()[-1])
+    assert summary["status"] == "FAILED" and "'handle'" in summary["error"]
+    assert summary["invocations"] == 1 and summary["retries"] == 0
+    assert "<object object at" in err  # the progress line shows the uncommitted state as best it can
