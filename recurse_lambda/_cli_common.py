@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Any, TextIO
 
 from ._recursive import RecursiveHandler
+from ._state_codec import strict_dumps
 from ._world import InvocationStats, World
 from .local import ChainReport, InvocationKilled, SimulatedCrash
 
@@ -127,7 +128,8 @@ def generic_progress(stream: TextIO) -> Progress:
         hop = "-" if view.hop is None else str(view.hop)
         state = ""
         if view.state is not None and hasattr(view.state, "model_dump_json"):
-            state = view.state.model_dump_json()
+            # The state's JSON as a hop hands it on: NaN and infinities spelled "NaN", "Infinity", "-Infinity".
+            state = strict_dumps(view.state.model_dump(mode="json", fallback=repr), separators=(",", ":"))
             state = f"  state {state if len(state) <= 80 else state[:77] + '...'}"
         print(
             f"[{view.elapsed:7.2f}s] #{view.number:<3} hop {hop:>3}  {view.outcome or '?':<12} "

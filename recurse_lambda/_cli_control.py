@@ -10,7 +10,6 @@ The committed state and the original event are printed only with ``--state``: th
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -22,6 +21,7 @@ from ._config import SIGNING_KEY_ENV
 from ._control import ChainControl, parse_status
 from ._errors import ConfigurationError, RecurseLambdaError
 from ._ledger import ChainRecord, ChainStatus
+from ._state_codec import strict_dumps
 
 TABLE_ENV = "RECURSE_LAMBDA_TABLE"
 SUMMARY_CHARS = 200  # a result or error longer than this is cut in human output
@@ -232,7 +232,7 @@ def _cut(text: str, limit: int = SUMMARY_CHARS) -> str:
 
 
 def _dump(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    return strict_dumps(value, ensure_ascii=False, sort_keys=True, default=str)
 
 
 def describe(record: ChainRecord, *, state: bool = False, now: float | None = None) -> list[str]:
@@ -292,7 +292,7 @@ def status_command(args: argparse.Namespace) -> int:
     except RecurseLambdaError as exc:
         return _failed(exc)
     if args.json:
-        print(json.dumps(record_json(record, state=args.state), ensure_ascii=False, sort_keys=True))
+        print(strict_dumps(record_json(record, state=args.state), ensure_ascii=False, sort_keys=True))
     else:
         print("\n".join(describe(record, state=args.state)))
     return 0
@@ -305,7 +305,7 @@ def list_command(args: argparse.Namespace) -> int:
     except RecurseLambdaError as exc:
         return _failed(exc)
     if args.json:
-        print(json.dumps([record_json(r) for r in records], ensure_ascii=False, sort_keys=True))
+        print(strict_dumps([record_json(r) for r in records], ensure_ascii=False, sort_keys=True))
     elif records:
         print("\n".join(line.rstrip() for line in _table(records)))
     else:
@@ -321,7 +321,7 @@ def cancel_command(args: argparse.Namespace) -> int:
     except RecurseLambdaError as exc:
         return _failed(exc)
     if args.json:
-        print(json.dumps(record_json(record), ensure_ascii=False, sort_keys=True))
+        print(strict_dumps(record_json(record), ensure_ascii=False, sort_keys=True))
     else:
         print(f"cancelled chain {record.chain_id} at hop {record.hop}; its running hop, if any, stops soon")
     return 0
@@ -340,7 +340,7 @@ def resume_command(args: argparse.Namespace) -> int:
     except RecurseLambdaError as exc:
         return _failed(exc)
     if args.json:
-        print(json.dumps(record_json(record), ensure_ascii=False, sort_keys=True))
+        print(strict_dumps(record_json(record), ensure_ascii=False, sort_keys=True))
     else:
         print(f"resumed chain {record.chain_id} at hop {record.hop}: invoked {record.function}")
     return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from ._cli_common import (
     warm_up,
     write_timeline,
 )
+from ._state_codec import strict_dumps
 from .local import ChainReport, FaultPlan, SimClock, Simulator, VirtualClock, WallClock
 
 # Loose on purpose (legacy us-east-1 buckets may hold capitals and underscores), but S3 and moto refuse names
@@ -162,15 +162,15 @@ def print_report(report: ChainReport, as_json: bool) -> None:
     if as_json:
         if report.status != "SUCCEEDED":
             summary["last_state"] = report.last_state
-        print(json.dumps(summary, default=str, sort_keys=True), flush=True)
+        print(strict_dumps(summary, default=str, sort_keys=True), flush=True)
         return
     print(report.timeline())
     if report.status == "SUCCEEDED":
-        print(f"result: {json.dumps(report.result, default=str)}")
+        print(f"result: {strict_dumps(report.result, default=str)}")
     else:
         print(f"chain {report.status}: {report.error or 'no error recorded'}")
         if report.last_state is not None:
-            print(f"last committed state: {json.dumps(report.last_state, default=str)}")
+            print(f"last committed state: {strict_dumps(report.last_state, default=str)}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from ._ledger import Ledger
 from ._notify import FailureNotifier
 from ._policy import BudgetPolicy, predictive
 from ._shards import Shards
+from ._state_codec import check_state_model
 
 SIGNING_KEY_ENV = "RECURSE_LAMBDA_SIGNING_KEY"
 SPILL_BUCKET_ENV = "RECURSE_LAMBDA_SPILL_BUCKET"
@@ -76,6 +77,7 @@ class ChainConfig:
     def __post_init__(self) -> None:
         if not (isinstance(self.state, type) and issubclass(self.state, BaseModel)):
             raise ConfigurationError(f"state must be a pydantic model class, not {self.state!r}")
+        check_state_model(self.state)  # a state that would not survive a hand-off is refused here
         if self.max_hops < 1:
             raise ConfigurationError("max_hops must be at least 1")
         if self.max_duration <= 0:

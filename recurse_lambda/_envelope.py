@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ._errors import ConfigurationError, EnvelopeError, EnvelopeSignatureError
+from ._state_codec import nonfinite_path
 
 ENVELOPE_KEY = "__recurse_lambda__"
 FORMAT_VERSION = 1
@@ -52,7 +53,16 @@ class SpillStore(Protocol):
 
 
 def canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """RFC 8259 JSON: a NaN or infinity is refused (the state codec spells a state's as strings)."""
+    try:
+        return json.dumps(
+            obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode()
+    except ValueError as exc:
+        where = nonfinite_path(obj, "payload") or "the payload"
+        raise ConfigurationError(
+            f"{where} is NaN or infinite, which JSON cannot carry (a hand-off payload must be RFC 8259 JSON)"
+        ) from exc
 
 
 def _sign(key: bytes, body: Mapping[str, Any]) -> str:

@@ -26,6 +26,7 @@ from ._errors import LedgerConflict, LedgerError
 from ._invoke import same_version_target
 from ._ledger import ChainRecord, ChainStatus
 from ._shards import SHARD_KEY, Part, Shard, plan_shards, shard_chain_id, shard_part
+from ._state_codec import dump_state
 from ._world import Outcome, Run
 
 if TYPE_CHECKING:
@@ -119,7 +120,7 @@ def start_shards(inv: Hop, plan: Mapping[str, Any]) -> list[ChainRecord]:
         pins = dict(Part.from_json(p).pin for p in parts)
         record, _ = ledger.start(
             shard_chain_id(env.chain_id, i, n),
-            progress={"state": state.model_dump(mode="json"), "chunks": 0, "pins": pins},
+            progress={"state": dump_state(state), "chunks": 0, "pins": pins},
             event={
                 SHARD_KEY: {"job": env.chain_id, "index": i, "count": n, "parts": parts},
                 "event": env.event,

@@ -128,7 +128,8 @@ class Ledger(Protocol):
 def _json_copy(value: Any) -> Any:
     # Round-trip through JSON, as a real store would: no aliasing with the caller's objects, and anything that
     # is not JSON-serialisable fails here rather than in production.
-    return json.loads(json.dumps(value))
+    # allow_nan=False: a DynamoDB ledger stores RFC 8259 JSON, and so does this one.
+    return json.loads(json.dumps(value, allow_nan=False))
 
 
 class InMemoryLedger:

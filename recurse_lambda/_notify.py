@@ -14,13 +14,13 @@ the notifier's error and swallows it. The chain is FAILED in the ledger either w
 
 from __future__ import annotations
 
-import json
 import logging
 import shlex
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from ._errors import RecurseLambdaError
+from ._state_codec import strict_dumps
 
 __all__ = [
     "NOTICE_TYPE",
@@ -103,7 +103,8 @@ class ChainFailureNotice:
 def _dumps(body: dict[str, Any]) -> str:
     # default=str: a notice about a failure must not itself fail on an odd value in the state. ASCII only:
     # every transport accepts it, whatever an error message or a state holds (lone surrogates included).
-    return json.dumps(body, separators=(",", ":"), default=str)
+    # RFC 8259: a NaN or infinity (in an old committed state, say) is spelled "NaN", "Infinity", "-Infinity".
+    return strict_dumps(body, separators=(",", ":"), default=str)
 
 
 @runtime_checkable

@@ -9,12 +9,12 @@ the state appears only as a summary (numbers at its top level, its size) unless 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ._state_codec import strict_dumps
 from ._world import InvocationStats, Outcome
 
 __all__ = [
@@ -63,7 +63,7 @@ def cursor_summary(progress: Mapping[str, Any] | None, *, max_fields: int = 8) -
     state = progress.get("state")
     summary: dict[str, Any] = {"chunks": progress.get("chunks")}
     if isinstance(state, Mapping):
-        summary["state_bytes"] = len(json.dumps(state, separators=(",", ":"), default=str))
+        summary["state_bytes"] = len(strict_dumps(state, separators=(",", ":"), default=str))
         numbers = {
             str(k): v for k, v in state.items() if isinstance(v, int | float) and not isinstance(v, bool)
         }
@@ -154,7 +154,7 @@ def log_json(logger: logging.Logger, level: int, record: Mapping[str, Any]) -> N
     """Log ``record`` as one JSON message, with the dict attached as ``extra={"recurse_lambda": record}``."""
     if not logger.isEnabledFor(level):
         return
-    text = json.dumps(record, separators=(",", ":"), default=str)
+    text = strict_dumps(record, separators=(",", ":"), default=str)  # RFC 8259: NaN is spelled "NaN"
     # No arguments: logging leaves a message without args alone, so a '%' in the JSON is harmless.
     logger.log(level, text, extra={"recurse_lambda": dict(record)}, stacklevel=2)
 

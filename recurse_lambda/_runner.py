@@ -34,6 +34,7 @@ from ._invoke import InvokeThrottled, same_version_target
 from ._join import drive_job, shard_failed, shard_spec, shard_succeeded, shard_view, user_event
 from ._ledger import ChainRecord, ChainStatus
 from ._policy import BudgetState
+from ._state_codec import dump_state, load_state, nonfinite_path
 from ._warm import FirstChunkMarker
 from ._world import InvocationStats, Outcome, Run, World
 from .keys import default as default_chain_id
@@ -162,7 +163,7 @@ class Hop:
             world=self.world,
         )
         try:
-            state = self.config.state.model_validate(progress["state"])
+            state = load_state(self.config.state, progress["state"])
             if self.clock.time() - env.started_at > self.config.max_duration:
                 raise MaxDurationExceeded(
                     f"chain {env.chain_id} has run {self.clock.time() - env.started_at:.0f} s, over "
@@ -200,7 +201,7 @@ class Hop:
         return Envelope(
             chain_id=str(chain_id),
             hop=0,
-            progress={"state": state.model_dump(mode="json"), "chunks": 0, "pins": {}},
+            progress={"state": dump_state(state), "chunks": 0, "pins": {}},  # checks it round-trips
             event=self.event,
             started_at=self.clock.time(),
             code_version=str(getattr(self.context, "function_version", "$LATEST")),
@@ -273,8 +274,11 @@ class Hop:
                     # Close the generator first (a reader stops its prefetch here), so that whatever the close
                     # waits for is part of the measured hand-off and of the reserve kept for it.
                     t_close = now()
+                    # Snapshot the state at this safe point first: what `finally`/`with` blocks do to it when
+                    # the generator closes must not reach the next hop (the result may not depend on the hops).
+                    progress = self._progress(state, run)
                     out.close()
-                    return self._hand_off(state, run, since=t_close)
+                    return self._hand_off(state, run, since=t_close, progress=progress)
                 since_chunks += 1
                 if (every_chunks is not None and since_chunks >= every_chunks) or (
                     every_seconds is not None and t2 - last_checkpoint >= every_seconds
@@ -308,7 +312,7 @@ class Hop:
     def _progress(self, state: Any, run: Run) -> dict[str, Any]:
         progress = {
             **self.extra_progress,
-            "state": state.model_dump(mode="json"),
+            "state": dump_state(state),
             "chunks": run.chunk,
             "pins": dict(run.pins),
         }
@@ -318,13 +322,13 @@ class Hop:
     def _lease_until(self) -> float:
         return self.clock.time() + (self.deadline - self.clock.now()) + self.config.lease_margin
 
-    def _checkpoint(self, state: Any, run: Run) -> None:
+    def _checkpoint(self, state: Any, run: Run, progress: dict[str, Any] | None = None) -> None:
         assert self.ledger is not None and self.env is not None
         self.ledger.checkpoint(
             self.env.chain_id,
             hop=self.env.hop,
             owner=self.request_id,
-            progress=self._progress(state, run),
+            progress=self._progress(state, run) if progress is None else progress,
             now=self.clock.time(),
             lease_until=self._lease_until(),
         )
@@ -335,8 +339,14 @@ class Hop:
     def _finish(self, result: Any, state: Any, run: Run) -> dict[str, Any]:
         assert self.env is not None
         try:
-            json.dumps(result)
+            json.dumps(result, allow_nan=False)
         except (TypeError, ValueError) as exc:
+            where = nonfinite_path(result, "result")
+            if where is not None:  # JSON has no NaN or Infinity: the ledger, the response and strict parsers
+                raise ConfigurationError(
+                    f"the chain's result must be JSON: {where} is NaN or infinite, and JSON has neither "
+                    "(return None, or a string such as 'Infinity', instead)"
+                ) from exc
             raise ConfigurationError(f"the chain's result must be JSON-serialisable: {exc}") from exc
         record = None
         if self.ledger is not None:
@@ -353,23 +363,26 @@ class Hop:
             shard_succeeded(self, self.shard)  # count it in the job; the last one wakes the job to reduce
         return self._response(Outcome.SUCCEEDED, ChainStatus.SUCCEEDED, result=result)
 
-    def _hand_off(self, state: Any, run: Run, since: float | None = None) -> dict[str, Any]:
+    def _hand_off(
+        self, state: Any, run: Run, since: float | None = None, progress: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         env = self.env
         assert env is not None
         config = self.config
         if env.hop + 1 >= config.max_hops:
-            self._commit_before_failing(state, run)
+            self._commit_before_failing(state, run, progress)
             raise MaxHopsExceeded(
                 f"chain {env.chain_id} needs more than max_hops={config.max_hops} hops; raise max_hops if the "
                 "work is really that long"
             )
         elapsed = self.clock.time() - env.started_at
         if elapsed > config.max_duration:
-            self._commit_before_failing(state, run)
+            self._commit_before_failing(state, run, progress)
             raise MaxDurationExceeded(
                 f"chain {env.chain_id} has run {elapsed:.0f} s, over max_duration={config.max_duration:.0f} s"
             )
-        progress = self._progress(state, run)
+        if progress is None:
+            progress = self._progress(state, run)
         nxt = Envelope(env.chain_id, env.hop + 1, progress, env.event, env.started_at, env.code_version)
         t0 = self.clock.now() if since is None else since
         payload = self.codec.encode(nxt)  # spills or raises before anything is committed or invoked
@@ -383,10 +396,10 @@ class Hop:
         self.world.warm.handoff.add(cost - slept)
         return self._response(Outcome.HANDED_OFF, ChainStatus.RUNNING, next_hop=env.hop + 1)
 
-    def _commit_before_failing(self, state: Any, run: Run) -> None:
+    def _commit_before_failing(self, state: Any, run: Run, progress: dict[str, Any] | None = None) -> None:
         # A guard trips at a safe point, where the state is consistent: keep it, so `resume` starts from here.
         if self.ledger is not None:
-            self._checkpoint(state, run)
+            self._checkpoint(state, run, progress)
 
     def _invoke(self, payload: bytes) -> float:
         """Invoke the next hop, retrying throttles within the time left; returns the seconds slept."""

@@ -21,6 +21,7 @@ from ._invoke import same_version_target
 from ._ledger import ChainStatus
 from ._observe import log_json
 from ._runner import codec_for
+from ._state_codec import dump_state
 from ._triggers_parse import S3_JOB_FIELDS, Source, TriggerRecord, trigger_records
 from ._world import World
 from .keys import default as default_chain_id
@@ -87,7 +88,7 @@ def start_job(config: ChainConfig, job: Any, context: Any, world: World) -> Chai
         raise ConfigurationError(
             f"initial_state returned {type(state).__name__}, not {config.state.__name__}"
         )
-    progress = {"state": state.model_dump(mode="json"), "chunks": 0, "pins": job_pins(job)}
+    progress = {"state": dump_state(state), "chunks": 0, "pins": job_pins(job)}
     version = str(getattr(context, "function_version", "$LATEST") or "$LATEST")
     target = same_version_target(context)
     codec = codec_for(config, world)

@@ -124,7 +124,10 @@ class DynamoDBLedger:
         now: float,
         function: str | None = None,
     ) -> tuple[ChainRecord, bool]:
-        texts = {"progress": json.dumps(progress), "event": json.dumps(event)}
+        texts = {
+            "progress": json.dumps(progress, allow_nan=False),
+            "event": json.dumps(event, allow_nan=False),
+        }
         item: Item = {
             "chain_id": _s(chain_id),
             "status": _s(ChainStatus.RUNNING.value),
@@ -188,7 +191,7 @@ class DynamoDBLedger:
             condition=_OWNED,
             values={":hop": _n(hop), ":owner": _s(owner), ":now": _n(now), ":lease": _n(lease_until)},
             update="SET #lease_until = :lease, #updated_at = :now",
-            texts={"progress": json.dumps(progress)},
+            texts={"progress": json.dumps(progress, allow_nan=False)},
             hop=hop,
             fenced=True,
         )
@@ -203,7 +206,7 @@ class DynamoDBLedger:
             values={":hop": _n(hop), ":owner": _s(owner), ":now": _n(now), ":next": _n(hop + 1)},
             update="SET #hop = :next, #handed_off_by = :owner, #updated_at = :now, #attempts = :zero, "
             "#lease_until = :zero REMOVE #owner",
-            texts={"progress": json.dumps(progress)},
+            texts={"progress": json.dumps(progress, allow_nan=False)},
             hop=hop + 1,
             fenced=True,
         )
@@ -217,7 +220,10 @@ class DynamoDBLedger:
             condition=_OWNED,
             values={":hop": _n(hop), ":owner": _s(owner), ":now": _n(now), **self._ending(now, "SUCCEEDED")},
             update="SET #status = :ended, #updated_at = :now, #expires_at = :expires REMOVE #owner",
-            texts={"progress": json.dumps(progress), "result": json.dumps(result)},
+            texts={
+                "progress": json.dumps(progress, allow_nan=False),
+                "result": json.dumps(result, allow_nan=False),
+            },
             hop=hop,
             fenced=True,
         )
