@@ -12,6 +12,7 @@ from ._envelope import ENVELOPE_KEY, Envelope, is_envelope
 from ._errors import ConfigurationError, EnvelopeError, EnvelopeSignatureError, LedgerConflict
 from ._join import redrive
 from ._ledger import ChainRecord, ChainStatus
+from ._warm import killed_chunk_error
 from ._world import Outcome
 
 if TYPE_CHECKING:
@@ -90,6 +91,9 @@ def abandoned(inv: Hop, record: Mapping[str, Any]) -> dict[str, Any]:
         and current.handed_off_by == failed_request
     ):
         hop = current.hop  # the hand-off was committed but its invoke never went out
+    elif current is not None and current.hop == hop and not current.status.terminal:
+        proven = killed_chunk_error(current.progress, hop, current.attempts)  # a chunk outlived every attempt
+        error = error_text(proven) if proven is not None else error
     try:
         updated = inv.ledger.fail(
             env.chain_id, hop=hop, owner=failed_request, error=error, now=inv.clock.time()

@@ -50,12 +50,14 @@ class BudgetError(RecurseLambdaError):
 class ChunkTooLargeError(BudgetError):
     """A single chunk takes longer than a whole invocation can give it."""
 
-    def __init__(self, chunk_s: float, budget_s: float, what: str | None = None) -> None:
-        self.chunk_s = chunk_s
-        self.budget_s = budget_s
+    def __init__(
+        self, chunk_s: float, budget_s: float, what: str | None = None, *, chunk: int | None = None
+    ) -> None:
+        self.chunk_s = chunk_s  # the chunk's duration (for a chunk that never finished: at least this)
+        self.budget_s = budget_s  # what a whole invocation has for work
+        self.chunk = chunk  # the chunk's index in the chain (0-based), when known
         what = what or (
-            f"a single chunk took {chunk_s:.3f} s, but a whole invocation only has {budget_s:.3f} s for work "
-            "after the hand-off reserve"
+            f"a single chunk took {chunk_s:.3f} s, more than a whole invocation's {budget_s:.3f} s for work"
         )
         super().__init__(f"{what}; yield more often (smaller chunks) or raise the function's timeout")
 

@@ -64,38 +64,65 @@ class ChunkTimings:
 
 
 class HandOffTimings:
-    """Measured hand-off durations (ledger write + invoke), kept in the warm container."""
+    """Measured hand-off durations (ledger write + invoke), kept in the warm container.
 
-    __slots__ = ("_ring", "default", "version")
+    Before this runtime has measured a hand-off, the estimate is what the chain learned elsewhere (``learned``,
+    carried in its committed progress across runtime resets and containers), or else the conservative default.
+    ``at_least`` is a lower bound the runner sets from what it measured in this invocation (a ledger write).
+    """
+
+    __slots__ = ("_ring", "at_least", "default", "learned", "version")
 
     def __init__(self, default: float = 1.0, window: int = 16) -> None:
         self.default = default
         self._ring: deque[float] = deque(maxlen=window)
-        self.version = 0  # bumped on every measurement, so policies can cache what they derive from it
+        self.learned: float | None = None
+        self.at_least = 0.0
+        self.version = 0  # bumped on every change, so policies can cache what they derive from it
 
     def add(self, seconds: float) -> None:
         self._ring.append(seconds)
         self.version += 1
 
+    def seed(self, seconds: float) -> None:
+        """Use ``seconds`` (learned by the chain in another runtime) until this runtime measures a hand-off."""
+        self.learned = seconds
+        self.version += 1
+
+    def floor(self, seconds: float) -> None:
+        """Never estimate below ``seconds`` (a part of the hand-off measured in this invocation)."""
+        if seconds != self.at_least:
+            self.at_least = seconds
+            self.version += 1
+
     @property
     def estimate(self) -> float:
-        """The recent worst hand-off, or the conservative default before any was measured."""
-        return max(self._ring) if self._ring else self.default
+        """The recent worst hand-off, or what the chain learned, or the conservative default."""
+        if self._ring:
+            return max(max(self._ring), self.at_least)
+        return max(self.learned if self.learned is not None else self.default, self.at_least)
 
     @property
     def measured(self) -> bool:
         return bool(self._ring)
 
+    @property
+    def known(self) -> float | None:
+        """The recent worst measured hand-off, else what the chain learned, else None (worth carrying on)."""
+        return max(self._ring) if self._ring else self.learned
+
     def estimate_for(self, budget: float) -> float:
-        """The estimate, with the unmeasured default capped at 5 % of ``budget`` (a 1-second function must not
-        reserve a whole second before it has measured anything)."""
-        return self.estimate if self._ring else min(self.default, 0.05 * budget)
+        """The estimate, with the default (nothing measured or learned) capped at 5 % of ``budget`` (a 1-second
+        function must not reserve a whole second before it has measured anything)."""
+        if self._ring or self.learned is not None:
+            return self.estimate
+        return max(min(self.default, 0.05 * budget), self.at_least)
 
 
 class BudgetState:
     """What a policy sees at a safe point. The runner mutates one instance in place (no allocation per yield)."""
 
-    __slots__ = ("budget", "chunks", "elapsed", "handoff", "last_chunk", "remaining", "timings")
+    __slots__ = ("budget", "caution", "chunks", "elapsed", "handoff", "last_chunk", "remaining", "timings")
 
     def __init__(
         self,
@@ -107,6 +134,7 @@ class BudgetState:
         last_chunk: float = 0.0,
         timings: ChunkTimings | None = None,
         handoff: HandOffTimings | None = None,
+        caution: int = 0,
     ) -> None:
         self.budget = budget  # seconds the invocation had for work when it started
         self.remaining = remaining  # seconds left now
@@ -115,12 +143,15 @@ class BudgetState:
         self.last_chunk = last_chunk  # duration of the chunk that just finished
         self.timings = timings if timings is not None else ChunkTimings()
         self.handoff = handoff if handoff is not None else HandOffTimings()
+        # How many earlier attempts of this hop failed (timed out, crashed, or lost their hand-off's invoke):
+        # a retry must not repeat the decisions that ran into the deadline.
+        self.caution = caution
 
     def __repr__(self) -> str:
         return (
             f"BudgetState(budget={self.budget:.3f}, remaining={self.remaining:.3f}, chunks={self.chunks}, "
             f"last_chunk={self.last_chunk:.4f}, recent_max={self.timings.max:.4f}, "
-            f"handoff={self.handoff.estimate:.3f})"
+            f"handoff={self.handoff.estimate:.3f}, caution={self.caution})"
         )
 
 
@@ -169,10 +200,11 @@ class _All(Policy):
 class predictive(Policy):
     """The default: hand off unless the next chunk, predicted from recent ones, fits before the reserve.
 
-    ``predicted = factor × max(recent chunk durations)``; ``reserve = handoff_factor × measured hand-off + floor``.
-    A chunk seen to take longer than a whole invocation's budget (less the reserve) raises
-    :class:`ChunkTooLargeError` instead of timing out; one that fits but is predicted not to fit twice gives
-    one-chunk hops.
+    ``predicted = factor × max(recent chunk durations)``; ``reserve = handoff_factor × hand-off estimate + floor``.
+    A retry that follows failed attempts (``state.caution`` > 0) doubles both for each of them (up to 8×).
+    A chunk that completed fits in an invocation, so it never fails the chain: one that fits but is predicted not
+    to fit twice gives one-chunk hops. Only a duration longer than the whole budget (which no invocation like
+    this one can have measured) raises :class:`ChunkTooLargeError`.
     """
 
     def __init__(self, factor: float = 2.0, handoff_factor: float = 1.5, floor: float = 0.1) -> None:
@@ -181,32 +213,37 @@ class predictive(Policy):
         self.factor = factor
         self.handoff_factor = handoff_factor
         self.floor = floor
-        # The reserve changes only when a hand-off is measured or the budget changes: derive it once per change
-        # instead of at every safe point (this call is on the hot path).
-        self._key: tuple[object, int, float] | None = None
-        self._reserve = self._room = 0.0
+        # The reserve changes only when a hand-off is measured, the budget or the caution changes: derive it once
+        # per change instead of at every safe point (this call is on the hot path).
+        self._key: tuple[object, int, float, int] | None = None
+        self._reserve = self._factor = 0.0
 
     def __call__(self, state: BudgetState) -> bool:
         handoff = state.handoff
         key = self._key
-        if key is None or key[0] is not handoff or key[1] != handoff.version or key[2] != state.budget:
+        if (
+            key is None
+            or key[0] is not handoff
+            or key[1] != handoff.version
+            or key[2] != state.budget
+            or key[3] != state.caution
+        ):
             self._derive(state)
         longest = state.timings.max
-        if longest > self._room:
-            raise ChunkTooLargeError(longest, self._room)
-        return state.remaining - self._reserve < self.factor * longest
+        if longest > state.budget:
+            raise ChunkTooLargeError(longest, state.budget)
+        return state.remaining - self._reserve < self._factor * longest
 
     def _derive(self, state: BudgetState) -> None:
         budget = state.budget
+        inflate = float(2 ** min(max(state.caution, 0), 3))
         # The safety floor, like the unmeasured hand-off, is capped at 5 % of the budget, so a simulated
         # sub-second function keeps most of its time for work.
-        reserve = self.handoff_factor * state.handoff.estimate_for(budget) + min(self.floor, 0.05 * budget)
-        self._reserve = reserve
-        # A chunk seen to need more than a whole invocation can give: no hop can ever run it. The reserve in
-        # this test is capped at half the budget, so a hand-off that measured slow (and may be faster next
-        # time) gives one-chunk hops rather than failing the chain for good.
-        self._room = budget - min(reserve, budget / 2)
-        self._key = (state.handoff, state.handoff.version, budget)
+        self._reserve = inflate * self.handoff_factor * state.handoff.estimate_for(budget) + min(
+            self.floor, 0.05 * budget
+        )
+        self._factor = inflate * self.factor
+        self._key = (state.handoff, state.handoff.version, budget, state.caution)
 
     def __repr__(self) -> str:
         return f"predictive(factor={self.factor}, handoff_factor={self.handoff_factor}, floor={self.floor})"

@@ -8,6 +8,7 @@ retries it from the last committed checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import logging
@@ -35,7 +36,15 @@ from ._join import drive_job, shard_failed, shard_spec, shard_succeeded, shard_v
 from ._ledger import ChainRecord, ChainStatus
 from ._policy import BudgetState
 from ._state_codec import dump_state, load_state, nonfinite_path
-from ._warm import FirstChunkMarker
+from ._warm import (
+    LEARNED,
+    FirstChunkMarker,
+    killed_chunk_error,
+    learned_of,
+    learned_summary,
+    lost_hand_off,
+    seed_warm,
+)
 from ._world import InvocationStats, Outcome, Run, World
 from .keys import default as default_chain_id
 
@@ -85,6 +94,7 @@ class Hop:
         self.shard: Mapping[str, Any] | None = None  # a shard chain's place in its job
         # Progress beyond the state, chunk count and pins (a sharded job's plan): kept on every commit.
         self.extra_progress: dict[str, Any] = {}
+        self.ledger_write = 0.0  # seconds the claim took: a hand-off writes to the ledger too
         if world.observer is not None:
             world.observer(self.stats)
 
@@ -127,6 +137,7 @@ class Hop:
                     function=same_version_target(self.context),
                 )
             try:
+                t_claim = self.clock.now()
                 record = self.ledger.claim(
                     env.chain_id,
                     hop=env.hop,
@@ -134,8 +145,9 @@ class Hop:
                     now=self.clock.time(),
                     lease_until=self._lease_until(),
                 )
+                self.ledger_write = self.clock.now() - t_claim
             except LedgerConflict as conflict:
-                return not_claimed(self, conflict.current)
+                return not_claimed(self, self._lost_hand_off(conflict.current))
             except LedgerError as exc:  # throttled, table missing, unreachable: Lambda retries the delivery
                 self.stats.outcome = Outcome.RETRYING
                 log.warning(
@@ -143,6 +155,9 @@ class Hop:
                 )
                 raise
             progress, self.attempt, self.record = record.progress, record.attempts, record
+            sent = learned_of(env.progress)
+            if int(sent.get("timeouts", 0) or 0) > int(learned_of(progress).get("timeouts", 0) or 0):
+                progress = {**progress, LEARNED: sent}  # a resent hand-off: it says what the lost one learned
             env = Envelope(env.chain_id, env.hop, progress, record.event, record.started_at, env.code_version)
             self.env = env
         self.stats.attempt = self.attempt
@@ -183,6 +198,22 @@ class Hop:
         except Exception as exc:
             return self._on_error(exc)
 
+    def _lost_hand_off(self, current: ChainRecord | None) -> ChainRecord | None:
+        """A retry finding its own hand-off committed but not invoked will resend it (``not_claimed``): the
+        hand-off outlived the invocation, so the resent envelope tells the next hop to plan for a slower one."""
+        env = self.env
+        if (
+            env is None
+            or current is None
+            or current.status is not ChainStatus.RUNNING
+            or current.hop != env.hop + 1
+            or current.owner is not None
+            or current.handed_off_by != self.request_id
+        ):
+            return current
+        learned = lost_hand_off(learned_of(current.progress))
+        return dataclasses.replace(current, progress={**current.progress, LEARNED: learned})
+
     def _first_envelope(self) -> Envelope:
         config = self.config
         if config.chain_id is not None:
@@ -218,20 +249,27 @@ class Hop:
         timings = warm.timings
         now = clock.now
         start = t = now()
+        whole = self.deadline - start
+        # What the chain learned survives runtime resets in its progress; a runtime that has measured nothing
+        # starts from it. A hand-off writes to the ledger as the claim did, so it takes at least as long.
+        seed_warm(warm, learned_of({LEARNED: self.extra_progress.get(LEARNED)}), whole)
+        warm.handoff.floor(self.ledger_write)
+        # Each earlier failed attempt of this hop makes this one more careful: a larger reserve and prediction,
+        # and a commit after every chunk, so that the chunk that killed it starts the next attempt first.
+        caution = (self.attempt or 1) - 1
         budget = BudgetState(
-            budget=self.deadline - start,
-            remaining=self.deadline - start,
-            timings=timings,
-            handoff=warm.handoff,
+            budget=whole, remaining=whole, timings=timings, handoff=warm.handoff, caution=caution
         )
         policy = config.policy
         policy(budget)  # before any work: raises ChunkTooLargeError if the chunks seen so far cannot fit
         first = FirstChunkMarker(warm, self.fn.__qualname__)
-        self._check_marker(first, budget.budget)
+        self._check_marker(first, budget.budget, run.chunk)
         marker: FirstChunkMarker | None = first  # None once the first chunk reached a safe point
         hook = self.world.on_safe_point
         every_chunks = config.checkpoint_every_chunks if self.ledger is not None else None
         every_seconds = config.checkpoint_every_seconds if self.ledger is not None else None
+        if caution and self.ledger is not None:
+            every_chunks = 1
         if every_seconds is not None:
             # At least four checkpoints per invocation: a timeout then loses a quarter of it at most, and its
             # retry resumes from another point instead of replaying the decisions that ran into the deadline.
@@ -289,24 +327,32 @@ class Hop:
         finally:
             out.close()
 
-    def _check_marker(self, marker: FirstChunkMarker, budget: float) -> None:
+    def _check_marker(self, marker: FirstChunkMarker, budget: float, chunk: int) -> None:
         """Fail with ChunkTooLargeError when earlier attempts' first chunk never reached a safe point.
 
         The marker cannot tell a timeout from a crash, so only the last attempt gives up: the last by the ledger's
         count, or by the marker's own count (stateless mode, or a ledger's count that another container made).
+        A delivery past the last attempt (a resend of a dead hop) also reads the proof from the ledger's record.
         """
         assert self.env is not None
         env = self.env
         seen, previous_budget = marker.previous(env.chain_id, env.hop)
-        last_by_ledger = self.attempt is not None and self.attempt >= self.config.max_attempts
-        if seen and (last_by_ledger or seen >= self.config.max_attempts - 1):
+        max_attempts = self.config.max_attempts
+        last_by_ledger = self.attempt is not None and self.attempt >= max_attempts
+        if seen and (last_by_ledger or seen >= max_attempts - 1):
             marker.clear()
             raise ChunkTooLargeError(
                 previous_budget,
                 previous_budget,
                 f"the first chunk of hop {env.hop} did not reach a safe point within a whole invocation "
-                f"({previous_budget:.3f} s) on {seen} earlier attempt(s), which timed out or crashed",
+                f"({previous_budget:.3f} s) on {seen} earlier attempt(s), which timed out or crashed: it is "
+                f"chunk {chunk} of the chain",
+                chunk=chunk,
             )
+        if self.attempt is not None and self.attempt > max_attempts and self.record is not None:
+            proven = killed_chunk_error(self.record.progress, env.hop, self.attempt - 1)
+            if proven is not None:
+                raise proven
         marker.set(env.chain_id, env.hop, budget, attempts=seen + 1)
 
     def _progress(self, state: Any, run: Run) -> dict[str, Any]:
@@ -322,13 +368,27 @@ class Hop:
     def _lease_until(self) -> float:
         return self.clock.time() + (self.deadline - self.clock.now()) + self.config.lease_margin
 
+    def _learned(self, **extra: Any) -> None:
+        """Put what this invocation has learned (and what it carries on) in the progress it commits next."""
+        base = learned_of({LEARNED: self.extra_progress.get(LEARNED)})
+        whole = self.deadline - self.stats.started
+        self.extra_progress[LEARNED] = learned_summary(self.world.warm, base, whole, **extra)
+
+    def _with_learned(self, progress: dict[str, Any]) -> dict[str, Any]:
+        """A snapshot taken at the safe point, with what was learned since (the hand-off's own note)."""
+        progress = {**progress, LEARNED: self.extra_progress.get(LEARNED)}
+        self.last_progress = progress
+        return progress
+
     def _checkpoint(self, state: Any, run: Run, progress: dict[str, Any] | None = None) -> None:
         assert self.ledger is not None and self.env is not None
+        left = round(self.deadline - self.clock.now(), 4)  # the note: chunk `run.chunk` starts with `left` s
+        self._learned(at={"hop": self.env.hop, "chunk": run.chunk, "attempt": self.attempt, "left": left})
         self.ledger.checkpoint(
             self.env.chain_id,
             hop=self.env.hop,
             owner=self.request_id,
-            progress=self._progress(state, run) if progress is None else progress,
+            progress=self._progress(state, run) if progress is None else self._with_learned(progress),
             now=self.clock.time(),
             lease_until=self._lease_until(),
         )
@@ -381,10 +441,13 @@ class Hop:
             raise MaxDurationExceeded(
                 f"chain {env.chain_id} has run {elapsed:.0f} s, over max_duration={config.max_duration:.0f} s"
             )
-        if progress is None:
-            progress = self._progress(state, run)
-        nxt = Envelope(env.chain_id, env.hop + 1, progress, env.event, env.started_at, env.code_version)
         t0 = self.clock.now() if since is None else since
+        timeouts = int(learned_of({LEARNED: self.extra_progress.get(LEARNED)}).get("timeouts", 0) or 0)
+        self._learned(  # the time left is what a lost hand-off proves it needed more than
+            timeouts=timeouts + max((self.attempt or 1) - 1, 0), handoff_left=round(self.deadline - t0, 4)
+        )
+        progress = self._progress(state, run) if progress is None else self._with_learned(progress)
+        nxt = Envelope(env.chain_id, env.hop + 1, progress, env.event, env.started_at, env.code_version)
         payload = self.codec.encode(nxt)  # spills or raises before anything is committed or invoked
         if self.ledger is not None:
             self.ledger.hand_off(

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ._errors import ChunkTooLargeError
 from ._policy import ChunkTimings, HandOffTimings
 
 ClientFactory = Callable[[str], Any]
@@ -105,3 +106,99 @@ class FirstChunkMarker:
     def clear(self) -> None:
         with contextlib.suppress(OSError):
             self.path.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------- what a chain learns, durably
+#
+# Memory is lost with the runtime reset that follows a timeout, so what a chain has learned about its time budget
+# travels in its committed progress, under one key:
+#   {"handoff": s, "chunk_max": s, "budget": s, "timeouts": n,
+#    "at": {"hop": n, "chunk": k, "attempt": a, "left": s}   (checkpoints: "chunk k starts now, with s left")
+#    "handoff_left": s}                                       (hand-offs: the time left when the hand-off began)
+
+LEARNED = "learned"
+
+
+def learned_of(progress: Any) -> dict[str, Any]:
+    """The ``learned`` summary of a committed progress (or an empty one: it is advisory, never trusted blindly)."""
+    learned = progress.get(LEARNED) if isinstance(progress, dict) else None
+    return dict(learned) if isinstance(learned, dict) else {}
+
+
+def _seconds(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 < value < float("inf"):
+        return float(value)
+    return None
+
+
+def seed_warm(warm: WarmState, learned: dict[str, Any], budget: float) -> None:
+    """Give a runtime that has measured nothing (a cold start, or a reset after a timeout) what the chain learned.
+
+    Values are capped by this invocation's budget, so a summary (forged or from a larger timeout) can only make
+    the policy hand off sooner, never fail the chain.
+    """
+    handoff = _seconds(learned.get("handoff"))
+    if handoff is not None and not warm.handoff.measured:
+        warm.handoff.seed(min(handoff, budget / 2))
+    chunk_max = _seconds(learned.get("chunk_max"))
+    if chunk_max is not None and not len(warm.timings):
+        warm.timings.add(min(chunk_max, budget))
+
+
+def learned_summary(warm: WarmState, base: dict[str, Any], budget: float, **extra: Any) -> dict[str, Any]:
+    """What to commit: this runtime's measurements (or the seeds it started from) and the chain's counts."""
+    out: dict[str, Any] = {"timeouts": int(base.get("timeouts", 0) or 0), "budget": round(budget, 4)}
+    handoff = warm.handoff.known
+    if handoff is not None:
+        out["handoff"] = round(handoff, 4)
+    if len(warm.timings):
+        out["chunk_max"] = round(warm.timings.max, 4)
+    out.update(extra)
+    return out
+
+
+def lost_hand_off(learned: dict[str, Any]) -> dict[str, Any]:
+    """The summary to send on with a hand-off whose invoke was lost (its invocation timed out or crashed while
+    invoking): the hand-off needed more than the time it had, so the next hop plans for twice that."""
+    had = _seconds(learned.get("handoff_left")) or 0.0
+    known = _seconds(learned.get("handoff")) or 0.0
+    out = {k: v for k, v in learned.items() if k != "handoff_left"}
+    if max(had, known) > 0:
+        out["handoff"] = round(2 * max(had, known), 4)
+    out["timeouts"] = int(learned.get("timeouts", 0) or 0) + 1
+    return out
+
+
+def killed_chunk(progress: Any, hop: int, attempts: int) -> tuple[int, float, int] | None:
+    """(chunk index, seconds it had, attempts killed on it) when attempts of ``hop`` died on their first chunk.
+
+    Every attempt after the last commit of ``hop`` resumed at the committed chunk and started it first, with a
+    whole invocation, and an attempt that follows a failed one commits after every chunk: so such an attempt that
+    committed nothing was killed by (or crashed in) that chunk. The first attempt of a hop commits only now and
+    then, so it proves nothing (the first-chunk marker covers it). ``attempts`` counts the hop's claims.
+    """
+    if not isinstance(progress, dict):
+        return None
+    learned = learned_of(progress)
+    at = learned.get("at")
+    last = int(at.get("attempt", 0)) if isinstance(at, dict) and at.get("hop") == hop else 0
+    dead = attempts - max(last, 1)
+    budget = _seconds(learned.get("budget"))
+    if dead < 1 or budget is None:
+        return None
+    return int(progress.get("chunks", 0)), budget, dead
+
+
+def killed_chunk_error(progress: Any, hop: int, attempts: int) -> ChunkTooLargeError | None:
+    """The :class:`ChunkTooLargeError` a hop's record proves, if it proves one (see :func:`killed_chunk`)."""
+    found = killed_chunk(progress, hop, attempts)
+    if found is None:
+        return None
+    chunk, budget, dead = found
+    return ChunkTooLargeError(
+        budget,
+        budget,
+        f"chunk {chunk} (the first chunk of hop {hop} after its last commit) did not reach a safe point within a "
+        f"whole invocation ({budget:.3f} s) on {dead} attempt(s), which timed out or crashed",
+        chunk=chunk,
+    )

@@ -181,7 +181,7 @@ def test_a_chain_that_fails_fails_the_test_and_its_timeline_is_shown(pytester: p
             "*retry*error*",
             "status FAILED: *",
             "error: *record 3 is malformed*",
-            "last committed state: {'i': 0, 'total': 0}",
+            "last committed state: {'i': 3, 'total': 0}",  # the retries commit after every chunk
         ]
     )
     out = result.stdout.str()
