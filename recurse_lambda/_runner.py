@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._config import ChainConfig
-from ._deliveries import abandoned, error_text, not_claimed, rejected
+from ._deliveries import abandoned, error_text, not_claimed, refuse_internal_markers, rejected
 from ._endings import chain_ended, observe_invocation
-from ._envelope import Envelope, EnvelopeCodec, is_envelope
+from ._envelope import Envelope, EnvelopeCodec, is_envelope, signing_key_from
 from ._errors import (
     ChunkTooLargeError,
     ConfigurationError,
@@ -54,9 +54,8 @@ def is_destination_record(event: Any) -> bool:
 
 
 def codec_for(config: ChainConfig, world: World) -> EnvelopeCodec:
-    key = world.environ.get(config.signing_key_env)
     return EnvelopeCodec(
-        signing_key=key.encode() if key else None,
+        signing_key=signing_key_from(world.environ, config.signing_key_env),
         spill=world.spill,
         max_payload_bytes=config.max_payload_bytes,
     )
@@ -104,7 +103,11 @@ class Hop:
                 self, ConfigurationError("a sharded job needs a ledger: its shards are joined there")
             )
         try:
-            env = self.codec.decode(self.event) if is_envelope(self.event) else self._first_envelope()
+            if is_envelope(self.event):
+                env = self.codec.decode(self.event)
+            else:
+                refuse_internal_markers(self.event)  # a forged shard start: shards start from envelopes
+                env = self._first_envelope()
         except (EnvelopeError, ConfigurationError) as exc:
             return rejected(self, exc)
         except Exception as exc:  # chain_id= or initial_state= refused the event: it would on every retry...
