@@ -122,6 +122,31 @@ def test_an_on_failure_record_wrapping_a_forged_shard_event_is_rejected(clock):
     assert snapshot(h.ledger) == before and h.invoker.payloads == []
 
 
+def test_a_trigger_record_posing_as_a_shard_is_not_signed_into_a_shard_start(clock):
+    h = Harness(clock)
+    h.ledger.start("victim", progress={"state": {}}, event={}, now=clock.time())
+    before = snapshot(h.ledger)
+    body = json.dumps(forged_shard_event("victim", []))
+    batch = {
+        "Records": [
+            {
+                "messageId": "m1",
+                "receiptHandle": "h",
+                "body": body,
+                "attributes": {},
+                "messageAttributes": {},
+                "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:jobs",
+                "awsRegion": "us-east-1",
+            }
+        ]
+    }
+    out = h.invoke(batch)
+    assert out["batchItemFailures"] == [{"itemIdentifier": "m1"}]  # left to the queue's dead-letter queue
+    assert snapshot(h.ledger) == before and h.invoker.payloads == []
+
+
 # ---------------------------------------------------------------------------------------------- item 9
 
 
