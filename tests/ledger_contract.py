@@ -205,7 +205,12 @@ class LedgerContract:
         with pytest.raises(LedgerConflict):  # another hop
             ledger.resend("c", hop=1, resends=0, quiet_since=100.0, now=400.0)
         r = ledger.resend("c", hop=0, resends=0, quiet_since=100.0, now=400.0)
-        assert (r.resends_of(0), r.resends_of(1), r.updated_at, r.status) == (1, 0, 400.0, ChainStatus.RUNNING)
+        assert (r.resends_of(0), r.resends_of(1), r.updated_at, r.status) == (
+            1,
+            0,
+            400.0,
+            ChainStatus.RUNNING,
+        )
         assert ledger.get("c").resends_of(0) == 1
         with pytest.raises(LedgerConflict) as info:  # the resend itself is a sign of life
             ledger.resend("c", hop=0, resends=1, quiet_since=399.0, now=700.0)
