@@ -18,7 +18,14 @@ from typing import Any
 
 from ._clock import Clock, SystemClock
 from ._config import SIGNING_KEY_ENV, SPILL_BUCKET_ENV, SPILL_PREFIX_ENV
-from ._envelope import DEFAULT_MAX_PAYLOAD_BYTES, Envelope, EnvelopeCodec, SpillStore, canonical
+from ._envelope import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    Envelope,
+    EnvelopeCodec,
+    SpillStore,
+    canonical,
+    signing_key_from,
+)
 from ._errors import ConfigurationError, HandOffError, LedgerConflict, RecurseLambdaError
 from ._invoke import Invoker
 from ._ledger import ChainRecord, ChainStatus, Ledger
@@ -100,9 +107,10 @@ class ChainControl:
             prefix = self.environ.get(SPILL_PREFIX_ENV) or "recurse-lambda/envelopes/"
             spill = S3SpillStore(lambda: self._client("s3"), self.environ[SPILL_BUCKET_ENV], prefix)
         self.spill = spill
-        key = self.environ.get(SIGNING_KEY_ENV)
         self.codec = EnvelopeCodec(
-            signing_key=key.encode() if key else None, spill=spill, max_payload_bytes=max_payload_bytes
+            signing_key=signing_key_from(self.environ, SIGNING_KEY_ENV),
+            spill=spill,
+            max_payload_bytes=max_payload_bytes,
         )
 
     @property

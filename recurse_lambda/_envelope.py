@@ -69,6 +69,23 @@ def _sign(key: bytes, body: Mapping[str, Any]) -> str:
     return hmac.new(key, canonical(body), hashlib.sha256).hexdigest()
 
 
+def signing_key_from(environ: Mapping[str, str], name: str) -> bytes | None:
+    """The signing key in ``environ[name]`` as bytes, or None when the variable is not set.
+
+    A variable that is set but empty (or only whitespace) is a :class:`ConfigurationError`: it is almost always a
+    secret that failed to load, and reading it as "no key" would silently turn signing off.
+    """
+    key = environ.get(name)
+    if key is None:
+        return None
+    if not key.strip():
+        raise ConfigurationError(
+            f"${name} is set but empty: a signing key that failed to load would silently turn signing off; "
+            "set it to the key, or unset it to run unsigned"
+        )
+    return key.encode()
+
+
 def is_envelope(event: Any) -> bool:
     return isinstance(event, Mapping) and ENVELOPE_KEY in event
 

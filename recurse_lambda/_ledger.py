@@ -14,11 +14,17 @@ fail       RUNNING ∧ hop = n ∧ (owner = ∅ ∨ owner = me ∨ lease expired
 cancel     RUNNING                                                                  CANCELLED
 resume     FAILED ∨ (RUNNING ∧ (owner = ∅ ∧ idle ≥ stall ∨ lease expired))          RUNNING, hop n+1, unowned
 join       RUNNING                                                                  joined ∪= {part}
+resend     RUNNING ∧ hop = n ∧ updated_at ≤ t ∧ lease_until ≤ t ∧ resends(n) = k          resends(n) = k+1
 ========== ======================================================================== ===========================
 
 ``join`` is the counter of a sharded job (see :mod:`recurse_lambda._shards`): each finished shard adds its index
 to the job's ``joined`` set. The count is the size of a set, so a shard delivered twice is counted once, and
 every join returns the new record, so exactly one caller sees the count reach the number of shards first.
+
+``resend`` is how an on-failure destination record acts on a hop (see :mod:`recurse_lambda._deliveries`): only
+on a hop that shows no sign of life since ``t`` (no write, and any lease expired, before ``t``), and only as
+often as the caller's bound. ``resends(n)`` counts the resends of hop ``n`` (``resent_hop`` names the hop the
+``resends`` count is for; a later hop starts from 0). It also sets ``updated_at``, so the next record waits again.
 
 ``start`` also succeeds over a terminal record whose retention has expired (``expires_at`` ≤ now): the same
 business key may then start a new chain. ``resume`` moves to a new hop, so a straggler of the old one is stale.
@@ -72,6 +78,12 @@ class ChainRecord:
     function: str | None = None  # the function (qualified ARN) running the chain, for resume
     expires_at: float | None = None  # set when the chain ends: after it, the chain id may start anew
     joined: tuple[str, ...] = ()  # a sharded job: the shards (padded indexes, sorted) that have finished
+    resends: int = 0  # resends of hop ``resent_hop`` by on-failure records (see ``resends_of``)
+    resent_hop: int | None = None
+
+    def resends_of(self, hop: int) -> int:
+        """How many times on-failure records have resent ``hop``."""
+        return self.resends if self.resent_hop == hop else 0
 
 
 @runtime_checkable
@@ -122,6 +134,10 @@ class Ledger(Protocol):
 
     def join(self, chain_id: str, *, part: str, now: float) -> ChainRecord:
         """Add ``part`` to the RUNNING chain's ``joined`` set (idempotent); returns the new record."""
+        ...
+
+    def resend(self, chain_id: str, *, hop: int, resends: int, quiet_since: float, now: float) -> ChainRecord:
+        """Count one more resend of the dead hop ``hop`` (see the table); ``resends`` is the count expected."""
         ...
 
 
@@ -340,5 +356,22 @@ class InMemoryLedger:
             if part in current.joined:
                 return current
             record = replace(current, joined=tuple(sorted({*current.joined, part})), updated_at=now)
+            self._records[chain_id] = record
+            return record
+
+    def resend(self, chain_id: str, *, hop: int, resends: int, quiet_since: float, now: float) -> ChainRecord:
+        with self._lock:
+            current = self._records.get(chain_id)
+            ok = (
+                current is not None
+                and current.status is ChainStatus.RUNNING
+                and current.hop == hop
+                and current.updated_at <= quiet_since
+                and current.lease_until <= quiet_since
+                and current.resends_of(hop) == resends
+            )
+            self._require(chain_id, ok, f"resend of hop {hop}", current, fenced=False)
+            assert current is not None
+            record = replace(current, resends=resends + 1, resent_hop=hop, updated_at=now)
             self._records[chain_id] = record
             return record

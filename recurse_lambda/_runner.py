@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._config import ChainConfig
-from ._deliveries import abandoned, error_text, not_claimed, rejected
+from ._deliveries import abandoned, error_text, not_claimed, refuse_internal_markers, rejected
 from ._endings import chain_ended, observe_invocation
-from ._envelope import Envelope, EnvelopeCodec, is_envelope
+from ._envelope import Envelope, EnvelopeCodec, is_envelope, signing_key_from
 from ._errors import (
     ChunkTooLargeError,
     ConfigurationError,
@@ -64,9 +64,8 @@ def is_destination_record(event: Any) -> bool:
 
 
 def codec_for(config: ChainConfig, world: World) -> EnvelopeCodec:
-    key = world.environ.get(config.signing_key_env)
     return EnvelopeCodec(
-        signing_key=key.encode() if key else None,
+        signing_key=signing_key_from(world.environ, config.signing_key_env),
         spill=world.spill,
         max_payload_bytes=config.max_payload_bytes,
     )
@@ -115,7 +114,11 @@ class Hop:
                 self, ConfigurationError("a sharded job needs a ledger: its shards are joined there")
             )
         try:
-            env = self.codec.decode(self.event) if is_envelope(self.event) else self._first_envelope()
+            if is_envelope(self.event):
+                env = self.codec.decode(self.event)
+            else:
+                refuse_internal_markers(self.event)  # a forged shard start: shards start from envelopes
+                env = self._first_envelope()
         except (EnvelopeError, ConfigurationError) as exc:
             return rejected(self, exc)
         except Exception as exc:  # chain_id= or initial_state= refused the event: it would on every retry...
@@ -494,6 +497,7 @@ class Hop:
         if self.ledger is None and permanent:
             chain_ended(self, ChainStatus.FAILED, None, error_text(exc))
             return self._response(Outcome.FAILED, ChainStatus.FAILED, error=error_text(exc))
+        self._note_raised(exc)
         self.stats.outcome = Outcome.RETRYING
         log.warning(
             "chain %s hop %d attempt %s raised %s; Lambda will retry it from the last checkpoint",
@@ -503,6 +507,34 @@ class Hop:
             error_text(exc),
         )
         raise exc
+
+    def _note_raised(self, exc: Exception) -> None:
+        """Note in the ledger that this attempt raised (it was not killed by the deadline), keeping the committed
+        progress as it is: a later count of attempts that died in their first chunk must not count this one."""
+        env = self.env
+        if self.ledger is None or env is None or self.attempt is None:
+            return
+        try:
+            current = self.ledger.get(env.chain_id)
+            if current is None or current.owner != self.request_id or current.hop != env.hop:
+                return
+            learned = dict(learned_of(current.progress))
+            learned["at"] = {
+                "hop": env.hop,
+                "chunk": int(current.progress.get("chunks", 0)),
+                "attempt": self.attempt,
+                "raised": type(exc).__name__,
+            }
+            self.ledger.checkpoint(
+                env.chain_id,
+                hop=env.hop,
+                owner=self.request_id,
+                progress={**current.progress, LEARNED: learned},
+                now=self.clock.time(),
+                lease_until=self._lease_until(),
+            )
+        except (LedgerError, LedgerConflict):  # best effort: at worst a later error is taken for a kill
+            return
 
     def _fail(self, error: str, exc: BaseException | None = None) -> dict[str, Any]:
         env = self.env

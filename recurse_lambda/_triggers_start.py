@@ -21,6 +21,7 @@ from ._invoke import same_version_target
 from ._ledger import ChainStatus
 from ._observe import log_json
 from ._runner import codec_for
+from ._shards import SHARD_KEY
 from ._state_codec import dump_state
 from ._triggers_parse import S3_JOB_FIELDS, Source, TriggerRecord, trigger_records
 from ._world import World
@@ -82,6 +83,8 @@ def start_job(config: ChainConfig, job: Any, context: Any, world: World) -> Chai
     """Start (or join) the chain of ``job`` and send its hop 0; raises when the chain could not be started."""
     if is_envelope(job) or _is_trigger(job):
         raise TriggerError("a job cannot be a continuation envelope or another trigger event")
+    if isinstance(job, Mapping) and SHARD_KEY in job:  # it would be signed below and run as a shard of a job
+        raise TriggerError(f"a job cannot carry the internal shard marker {SHARD_KEY!r}")
     chain_id = job_chain_id(config, job)
     state = config.initial_state(job) if config.initial_state else config.state()
     if not isinstance(state, config.state):

@@ -197,3 +197,41 @@ class LedgerContract:
         with pytest.raises(LedgerConflict):
             ledger.claim("c", hop=0, owner="r2", now=199.999, lease_until=300.0)
         assert ledger.claim("c", hop=0, owner="r2", now=200.0, lease_until=300.0).owner == "r2"
+
+    def test_resend_acts_only_on_a_quiet_hop_and_counts_per_hop(self, ledger):
+        self.started(ledger)  # updated at 100, unowned
+        with pytest.raises(LedgerConflict):  # written after quiet_since: not dead yet
+            ledger.resend("c", hop=0, resends=0, quiet_since=99.0, now=400.0)
+        with pytest.raises(LedgerConflict):  # another hop
+            ledger.resend("c", hop=1, resends=0, quiet_since=100.0, now=400.0)
+        r = ledger.resend("c", hop=0, resends=0, quiet_since=100.0, now=400.0)
+        assert (r.resends_of(0), r.resends_of(1), r.updated_at, r.status) == (
+            1,
+            0,
+            400.0,
+            ChainStatus.RUNNING,
+        )
+        assert ledger.get("c").resends_of(0) == 1
+        with pytest.raises(LedgerConflict) as info:  # the resend itself is a sign of life
+            ledger.resend("c", hop=0, resends=1, quiet_since=399.0, now=700.0)
+        assert info.value.current.resends_of(0) == 1
+        with pytest.raises(LedgerConflict):  # a stale count: another record resent it first
+            ledger.resend("c", hop=0, resends=0, quiet_since=400.0, now=700.0)
+        assert ledger.resend("c", hop=0, resends=1, quiet_since=400.0, now=700.0).resends_of(0) == 2
+
+    def test_resend_waits_for_a_claims_lease_and_restarts_at_the_next_hop(self, ledger):
+        self.started(ledger)
+        ledger.claim("c", hop=0, owner="r1", now=101.0, lease_until=200.0)
+        with pytest.raises(LedgerConflict):  # the lease ran until 200: alive after quiet_since
+            ledger.resend("c", hop=0, resends=0, quiet_since=150.0, now=500.0)
+        assert ledger.resend("c", hop=0, resends=0, quiet_since=200.0, now=500.0).resends_of(0) == 1
+        ledger.claim("c", hop=0, owner="r2", now=501.0, lease_until=600.0)
+        r = ledger.hand_off("c", hop=0, owner="r2", progress=P1, now=502.0)
+        assert r.resends_of(1) == 0
+        r = ledger.resend("c", hop=1, resends=0, quiet_since=502.0, now=900.0)
+        assert (r.resends_of(0), r.resends_of(1)) == (0, 1)
+        ledger.cancel("c", now=901.0)
+        with pytest.raises(LedgerConflict):  # ended chains are not resent
+            ledger.resend("c", hop=1, resends=1, quiet_since=901.0, now=1200.0)
+        with pytest.raises(LedgerConflict):
+            ledger.resend("missing", hop=0, resends=0, quiet_since=1.0, now=2.0)

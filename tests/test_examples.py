@@ -307,11 +307,13 @@ def test_example_is_exact_under_faults_with_a_ledger(s3: Any, name: str) -> None
 @pytest.mark.parametrize("name", list(CASES))
 def test_a_hop_that_keeps_crashing_fails_the_chain_at_its_last_committed_state(s3: Any, name: str) -> None:
     case = CASES[name](s3)
-    # Invocations 3, 4 and 5 are hop 2 and Lambda's two retries of it; each dies before handing off.
-    crashes = FaultPlan(crash_at=(("before_handoff", 3), ("before_handoff", 4), ("before_handoff", 5)))
+    # Invocations 3, 4 and 5 are hop 2 and Lambda's two retries of it; each dies before handing off. The on-failure
+    # record (6, 7, 8: it waits until the hop is dead) resends hop 2, which dies three times again (9, 10, 11), and
+    # the next record fails the chain.
+    crashes = FaultPlan(crash_at=tuple(("before_handoff", i) for i in (3, 4, 5, 9, 10, 11)))
     report = simulate(case.handler, case.event, GetObjectLog(), faults=crashes)
     assert report.status == "FAILED", report.timeline()
-    assert report.count("crash") == 3 and report.retries == 2
+    assert report.count("crash") == 6 and report.retries == 4
     state = report.last_state
     assert 0 < state["offset"] < len(case.data)  # what hop 1 handed off
     assert case.progress(state) == case.reference(case.data[: state["offset"]])

@@ -349,11 +349,23 @@ def test_a_business_key_starts_one_chain_per_job(clock):
 
 
 def test_a_first_hop_that_never_succeeds_is_recorded_failed_from_the_destination_record(clock):
-    faults = FaultPlan(crash_at=(("after_claim", 1), ("after_claim", 2), ("after_claim", 3)))
+    faults = FaultPlan(crash_at=tuple(("after_claim", i) for i in range(1, 30)))
     sim = simulate(counting_handler(clock), timeout=10, clock=clock, faults=faults)
     report = sim.run({"n": 300})
     assert report.status == "FAILED" and "RetriesExhausted" in report.error
-    assert [r.kind for r in report.rows] == ["first", "retry", "retry", "destination"]
+    # The record waits until the hop is dead, resends it once, and fails the chain when that is given up too.
+    kinds = ["first", "retry", "retry", "destination", "destination", "destination"]
+    assert [r.kind for r in report.rows] == [*kinds, "hand_off", "retry", "retry", *kinds[3:]]
+    outcomes = ["error", "error", "resent", "error", "error", "failed"]
+    assert [r.outcome for r in report.rows if r.kind == "destination"] == outcomes
+
+
+def test_a_first_hop_lost_three_times_is_resent_from_the_destination_record_and_completes(clock):
+    faults = FaultPlan(crash_at=(("after_claim", 1), ("after_claim", 2), ("after_claim", 3)))
+    sim = simulate(counting_handler(clock), timeout=10, clock=clock, faults=faults)
+    report = sim.run({"n": 300})
+    assert (report.status, report.result) == ("SUCCEEDED", expected(300))
+    assert [r.outcome for r in report.rows if r.kind == "destination"] == ["error", "error", "resent"]
 
 
 def test_initial_state_from_the_event_and_its_type_is_checked(clock):

@@ -273,6 +273,24 @@ class DynamoDBLedger:
             update="SET #updated_at = :now ADD #joined :part",
         )
 
+    def resend(self, chain_id: str, *, hop: int, resends: int, quiet_since: float, now: float) -> ChainRecord:
+        counted = "#resent_hop = :hop AND #resends = :resends"
+        if resends == 0:
+            counted = "(attribute_not_exists(#resent_hop) OR #resent_hop <> :hop)"
+        return self._update(
+            chain_id,
+            f"resend of hop {hop}",
+            condition=f"{_RUNNING_AT_HOP} AND #updated_at <= :quiet AND #lease_until <= :quiet AND {counted}",
+            values={
+                ":hop": _n(hop),
+                ":resends": _n(resends),
+                ":next_resends": _n(resends + 1),
+                ":quiet": _n(quiet_since),
+                ":now": _n(now),
+            },
+            update="SET #resends = :next_resends, #resent_hop = :hop, #updated_at = :now",
+        )
+
     # ------------------------------------------------------------------ the write path
 
     def _ending(self, now: float, status: str) -> dict[str, dict[str, str]]:

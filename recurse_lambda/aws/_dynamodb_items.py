@@ -6,6 +6,7 @@ The item, keyed by ``chain_id`` (S)::
     progress, event, result (JSON text), error (text): S inline, or M {s3_bucket, s3_key, bytes} when offloaded
     handed_off_by S · function S · expires_at N (the TTL attribute; epoch seconds, set when the chain ends)
     joined SS (a sharded job: the padded indexes of its finished shards; absent until the first joins)
+    resends N · resent_hop N (resends of hop ``resent_hop`` by on-failure records; absent until the first)
 
 An offloaded field is written to S3 *before* the item, under a fresh key (``prefix/chain/hop/field-uuid.json``):
 a write whose condition then fails leaves an orphan for the bucket's lifecycle rule, never a changed object
@@ -93,6 +94,8 @@ class ItemCodec:
                 function=item["function"]["S"] if "function" in item else None,
                 expires_at=float(expires["N"]) if expires is not None else None,
                 joined=tuple(sorted(item["joined"]["SS"])) if "joined" in item else (),
+                resends=int(item["resends"]["N"]) if "resends" in item else 0,
+                resent_hop=int(item["resent_hop"]["N"]) if "resent_hop" in item else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise LedgerError(

@@ -154,6 +154,15 @@ class _SimLedger:
     def join(self, chain_id: str, *, part: str, now: float) -> ChainRecord:
         return self._call("join", "join", -1, part, lambda: self.inner.join(chain_id, part=part, now=now))
 
+    def resend(self, chain_id: str, *, hop: int, resends: int, quiet_since: float, now: float) -> ChainRecord:
+        return self._call(
+            None,
+            "resend",
+            hop,
+            None,
+            lambda: self.inner.resend(chain_id, hop=hop, resends=resends, quiet_since=quiet_since, now=now),
+        )
+
 
 def _chunks(record: ChainRecord) -> int:
     return int(record.progress.get("chunks", 0)) if isinstance(record.progress, dict) else 0

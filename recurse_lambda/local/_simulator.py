@@ -41,6 +41,10 @@ from ._scheduler import Scheduler
 from ._sim_adapters import Commit, _SimInvoker, _SimLedger
 
 RECURSION_LIMIT = 16  # Lambda stops a recursive loop after about 16 invocations when the setting is Terminate
+# The template's forwarder queue: a record whose hand-back raised is delivered again after the visibility timeout,
+# up to maxReceiveCount times (then it goes to the unrecorded-failures queue).
+FORWARDER_VISIBILITY = 180.0
+FORWARDER_RECEIVES = 5
 
 
 @dataclass(order=True)
@@ -319,6 +323,11 @@ class Simulator:
         report.rows.append(row)
         if failed is not None and d.kind != "destination":
             self._retry_or_give_up(d, failed, report)
+        elif failed is not None and d.attempt < FORWARDER_RECEIVES:  # the forwarder's queue delivers it again
+            at = self.clock.peek() + FORWARDER_VISIBILITY
+            self._push(
+                _Delivery(at, 0, d.payload, self.new_request_id(), d.attempt + 1, "destination", d.lineage)
+            )
 
     def _safe_point(self, faults: InvocationFaults) -> None:
         t = self.clock.peek()
@@ -358,7 +367,10 @@ class Simulator:
         }
         report.destination.append(record)
         if self.route_failures:
-            self._push(_Delivery(self.clock.peek(), 0, record, self.new_request_id(), 1, "destination", 0))
+            # The record keeps the lineage of the event it reports: a hop resent from it is still in the loop.
+            self._push(
+                _Delivery(self.clock.peek(), 0, record, self.new_request_id(), 1, "destination", d.lineage)
+            )
 
     def _conclude(self, report: ChainReport) -> None:
         report.rows.sort(key=lambda r: (r.start, r.number))  # rows are appended as invocations end
