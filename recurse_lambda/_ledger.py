@@ -14,11 +14,15 @@ fail       RUNNING ∧ hop = n ∧ (owner = ∅ ∨ owner = me ∨ lease expired
 cancel     RUNNING                                                                  CANCELLED
 resume     FAILED ∨ (RUNNING ∧ (owner = ∅ ∧ idle ≥ stall ∨ lease expired))          RUNNING, hop n+1, unowned
 join       RUNNING                                                                  joined ∪= {part}
+abort      RUNNING ∧ part ∉ joined                                                  FAILED or CANCELLED, error
 ========== ======================================================================== ===========================
 
 ``join`` is the counter of a sharded job (see :mod:`recurse_lambda._shards`): each finished shard adds its index
 to the job's ``joined`` set. The count is the size of a set, so a shard delivered twice is counted once, and
 every join returns the new record, so exactly one caller sees the count reach the number of shards first.
+``abort`` is its counterpart for a shard that fails or is cancelled: it ends the job at once, whoever holds it
+(an invocation of the job is fenced off at its next write, as by ``cancel``), so the job never waits for a
+delivery that may not come. A shard already joined has succeeded, so its stale failure cannot end the job.
 
 ``start`` also succeeds over a terminal record whose retention has expired (``expires_at`` ≤ now): the same
 business key may then start a new chain. ``resume`` moves to a new hop, so a straggler of the old one is stale.
@@ -122,6 +126,10 @@ class Ledger(Protocol):
 
     def join(self, chain_id: str, *, part: str, now: float) -> ChainRecord:
         """Add ``part`` to the RUNNING chain's ``joined`` set (idempotent); returns the new record."""
+        ...
+
+    def abort(self, chain_id: str, *, part: str, status: ChainStatus, error: str, now: float) -> ChainRecord:
+        """End the RUNNING chain as ``status`` (FAILED or CANCELLED) with ``error``, unless ``part`` has joined."""
         ...
 
 
@@ -339,5 +347,24 @@ class InMemoryLedger:
             if part in current.joined:
                 return current
             record = replace(current, joined=tuple(sorted({*current.joined, part})), updated_at=now)
+            self._records[chain_id] = record
+            return record
+
+    def abort(self, chain_id: str, *, part: str, status: ChainStatus, error: str, now: float) -> ChainRecord:
+        if status not in (ChainStatus.FAILED, ChainStatus.CANCELLED):
+            raise ValueError(f"abort ends a chain as FAILED or CANCELLED, not {status}")
+        with self._lock:
+            current = self._records.get(chain_id)
+            ok = current is not None and current.status is ChainStatus.RUNNING and part not in current.joined
+            self._require(chain_id, ok, f"abort by {part}", current, fenced=False)
+            assert current is not None
+            record = replace(
+                current,
+                status=status,
+                owner=None,
+                error=error,
+                updated_at=now,
+                expires_at=now + self.retention,
+            )
             self._records[chain_id] = record
             return record

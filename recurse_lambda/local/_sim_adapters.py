@@ -154,6 +154,15 @@ class _SimLedger:
     def join(self, chain_id: str, *, part: str, now: float) -> ChainRecord:
         return self._call("join", "join", -1, part, lambda: self.inner.join(chain_id, part=part, now=now))
 
+    def abort(self, chain_id: str, *, part: str, status: ChainStatus, error: str, now: float) -> ChainRecord:
+        return self._call(
+            None,
+            "abort",
+            -1,
+            part,
+            lambda: self.inner.abort(chain_id, part=part, status=status, error=error, now=now),
+        )
+
 
 def _chunks(record: ChainRecord) -> int:
     return int(record.progress.get("chunks", 0)) if isinstance(record.progress, dict) else 0
