@@ -34,6 +34,7 @@ from ._invoke import InvokeThrottled, same_version_target
 from ._join import drive_job, shard_failed, shard_spec, shard_succeeded, shard_view, user_event
 from ._ledger import ChainRecord, ChainStatus
 from ._policy import BudgetState
+from ._shards import check_user_chain_id
 from ._warm import FirstChunkMarker
 from ._world import InvocationStats, Outcome, Run, World
 from .keys import default as default_chain_id
@@ -192,6 +193,7 @@ class Hop:
             chain_id = default_chain_id(self.event)
         else:
             chain_id = self.request_id
+        check_user_chain_id(str(chain_id))  # shard chain ids are reserved: a key must not name a shard
         state = config.initial_state(self.event) if config.initial_state else config.state()
         if not isinstance(state, config.state):
             raise ConfigurationError(
