@@ -11,9 +11,9 @@ reruns ``reduce`` from the shards' committed results, so the job's result is com
 A shard that fails or is cancelled ends its job at once with the ledger's ``abort`` (FAILED or CANCELLED, naming
 the shard), which needs no ownership: an invocation holding the job meanwhile is fenced off at its next write,
 so the job never waits for a delivery that may not come. Any delivery of a shard that has already ended
-re-drives its join (or its abort), so a crash between a shard's end and its join is repaired by Lambda's retry. A job woken before its last shard ended (after a
-resume, or a resent split) re-sends the invokes of shards that never started and hands itself on to the next
-hop, where the last join will find it.
+re-drives its join (or its abort), so a crash between a shard's end and its join is repaired by Lambda's retry.
+A job woken before its last shard ended (after a resume, or a resent split) re-sends the invokes of shards that
+never started and hands itself on to the next hop, where the last join will find it.
 """
 
 from __future__ import annotations
