@@ -28,8 +28,9 @@ from ._envelope import (
 )
 from ._errors import ConfigurationError, HandOffError, LedgerConflict, RecurseLambdaError
 from ._invoke import Invoker
+from ._join import end_job, shard_spec
 from ._ledger import ChainRecord, ChainStatus, Ledger
-from ._shards import shard_chain_id
+from ._shards import shard_chain_ids
 
 __all__ = ["ChainControl", "ChainStateError", "UnknownChainError"]
 
@@ -144,7 +145,8 @@ class ChainControl:
     def cancel(self, chain_id: str) -> ChainRecord:
         """Mark a RUNNING chain CANCELLED; its next claim, checkpoint or hand-off sees it and stops.
 
-        Cancelling a sharded job cancels its running shards too.
+        Cancelling a sharded job cancels its running shards too. Cancelling one shard cancels its job (the job's
+        error names the shard), and so the job's other running shards: the job cannot complete without it.
         """
         try:
             record = self.ledger.cancel(chain_id, now=self.clock.time())
@@ -154,7 +156,11 @@ class ChainControl:
                 f"cannot cancel chain {chain_id}: it is {current.status}; only a RUNNING chain can be cancelled",
                 current,
             ) from conflict
-        for shard in self._shards(record):
+        job: ChainRecord | None = record
+        spec = shard_spec(record.event)
+        if spec is not None:
+            job = end_job(self.ledger, spec, chain_id, ChainStatus.CANCELLED, None, self.clock.time())
+        for shard in self._shards(job) if job is not None else []:
             if shard.status is ChainStatus.RUNNING:
                 with contextlib.suppress(LedgerConflict):  # it ended meanwhile
                     self.ledger.cancel(shard.chain_id, now=self.clock.time())
@@ -165,8 +171,7 @@ class ChainControl:
         plan = job.progress.get("shards") if isinstance(job.progress, Mapping) else None
         if not isinstance(plan, Mapping) or "count" not in plan:
             return []
-        n = int(plan["count"])
-        found = (self.ledger.get(shard_chain_id(job.chain_id, i, n)) for i in range(n))
+        found = (self.ledger.get(chain_id) for chain_id in shard_chain_ids(job.chain_id, plan))
         return [r for r in found if r is not None]
 
     def resume(self, chain_id: str, stall_after: float = 900.0) -> ChainRecord:
@@ -177,16 +182,33 @@ class ChainControl:
         """
         if stall_after < 0:
             raise ConfigurationError(f"stall_after must be zero or more seconds, not {stall_after!r}")
-        record = self._resume_one(chain_id, stall_after)
+        before = self.status(chain_id)
+        shards = self._shards(before)
+        cancelled = [s for s in shards if s.status is ChainStatus.CANCELLED]
+        if cancelled and before.status is not ChainStatus.CANCELLED:
+            raise ChainStateError(
+                f"cannot resume job {chain_id}: its shard {cancelled[0].chain_id} was cancelled, and a cancelled "
+                "chain is not resumed, so the job cannot complete",
+                before,
+            )
         # A sharded job failed because a shard did: resume its failed shards too. The job, at its new hop,
         # then waits for them (and re-sends any shard that never started), and their last join wakes it.
-        for shard in self._shards(record):
-            if shard.status is ChainStatus.FAILED:
-                self._resume_one(shard.chain_id, stall_after)
+        failed = [s.chain_id for s in shards if s.status is ChainStatus.FAILED]
+        self._check_resumable(before)
+        if before.status is ChainStatus.FAILED:
+            # The shards first: a late report of a shard's old failure then finds the job still FAILED, rather
+            # than failing it again after its resume (a shard that ends before the job resumes is joined then).
+            for shard_id in failed:
+                self._resume_one(shard_id, stall_after)
+            return self._resume_one(chain_id, stall_after)
+        record = self._resume_one(chain_id, stall_after)
+        for shard_id in failed:
+            self._resume_one(shard_id, stall_after)
         return record
 
-    def _resume_one(self, chain_id: str, stall_after: float) -> ChainRecord:
-        before = self.status(chain_id)
+    def _check_resumable(self, before: ChainRecord) -> str:
+        """The function that runs the chain; refuses, before the ledger is touched, what cannot be sent."""
+        chain_id = before.chain_id
         if not before.function:
             raise ConfigurationError(
                 f"cannot resume chain {chain_id}: the ledger does not record which function runs it (it was "
@@ -194,12 +216,16 @@ class ChainControl:
             )
         if self.codec.spill is None:
             self._fits(before)  # too large to send without a spill store: say so before touching the ledger
+        return before.function
+
+    def _resume_one(self, chain_id: str, stall_after: float) -> ChainRecord:
+        recorded = self._check_resumable(self.status(chain_id))
         try:
             record = self.ledger.resume(chain_id, now=self.clock.time(), stall_after=stall_after)
         except LedgerConflict as conflict:
             current = self._current(chain_id, conflict)
             raise ChainStateError(self._why_not_resumable(current, stall_after), current) from conflict
-        function = record.function or before.function
+        function = record.function or recorded
         try:
             payload = self.codec.encode(
                 Envelope(
@@ -239,6 +265,8 @@ class ChainControl:
 
     def _why_not_resumable(self, current: ChainRecord, stall_after: float) -> str:
         head = f"cannot resume chain {current.chain_id}: it is {current.status}"
+        if current.status is ChainStatus.CANCELLED and current.error:
+            head += f" ({current.error})"  # a sharded job cancelled with its shard names the shard
         if current.status is not ChainStatus.RUNNING:
             return f"{head}; only a FAILED chain, or a RUNNING one that stalled, can be resumed"
         now = self.clock.time()

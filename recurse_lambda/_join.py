@@ -8,10 +8,12 @@ set complete sends the job's envelope for its current hop, and that invocation, 
 hop, runs ``reduce`` and finishes the job. A duplicate of that envelope is dropped at the claim, and a retry
 reruns ``reduce`` from the shards' committed results, so the job's result is committed exactly once.
 
-Any delivery of a shard that has already ended re-drives its join (or its failure), so a crash between a
-shard's finish and its join is repaired by Lambda's retry. A job woken before its last shard ended (after a
-resume, or a resent split) re-sends the invokes of shards that never started and hands itself on to the next
-hop, where the last join will find it.
+A shard that fails or is cancelled ends its job at once with the ledger's ``abort`` (FAILED or CANCELLED, naming
+the shard), which needs no ownership: an invocation holding the job meanwhile is fenced off at its next write,
+so the job never waits for a delivery that may not come. Any delivery of a shard that has already ended
+re-drives its join (or its abort), so a crash between a shard's end and its join is repaired by Lambda's retry.
+A job woken before its last shard ended (after a resume, or a resent split) re-sends the invokes of shards that
+never started and hands itself on to the next hop, where the last join will find it.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 from ._endings import chain_ended
 from ._envelope import Envelope
-from ._errors import LedgerConflict, LedgerError
+from ._errors import LedgerConflict, LedgerError, LostLeaseError
 from ._invoke import same_version_target
-from ._ledger import ChainRecord, ChainStatus
-from ._shards import SHARD_KEY, Part, Shard, plan_shards, shard_chain_id, shard_part
+from ._ledger import ChainRecord, ChainStatus, Ledger
+from ._shards import SHARD_ID_PREFIX, SHARD_KEY, Part, Shard, plan_shards, shard_chain_ids, shard_part
 from ._state_codec import dump_state
 from ._world import Outcome, Run
 
@@ -73,7 +75,12 @@ def drive_job(inv: Hop, state: Any, run: Run) -> dict[str, Any]:
         client = (inv.world.s3_client or inv.world.warm.client_getter("s3"))()
         objects = list_objects(client, config.shards.source(env.event))
         parts = plan_shards(objects, config.shards.count, config.shards.min_bytes)
-        plan = {"count": len(parts), "parts": [[p.to_json() for p in ps] for ps in parts], "started": False}
+        plan = {
+            "count": len(parts),
+            "parts": [[p.to_json() for p in ps] for ps in parts],
+            "started": False,
+            "ids": SHARD_ID_PREFIX,  # shard chain ids live in the reserved namespace (older plans lack this)
+        }
         progress["shards"] = plan
         inv.extra_progress["shards"] = plan
         inv._checkpoint(state, run)  # a retry splits exactly the same way, even if the prefix changed
@@ -82,14 +89,19 @@ def drive_job(inv: Hop, state: Any, run: Run) -> dict[str, Any]:
     assert record is not None
     shards: list[ChainRecord] = []
     if plan.get("started") and len(record.joined) < n:
-        shards = [r for r in shard_records(inv, n) if r is not None]
+        shards = [r for r in shard_records(inv, plan) if r is not None]
         for r in shards:
             part = r.chain_id.rsplit("/", 1)[-1]
             if r.status is ChainStatus.SUCCEEDED and part not in record.joined:
                 # It ended while the job was not RUNNING (failed, then resumed): its join was refused then.
-                record = ledger.join(env.chain_id, part=part, now=inv.clock.time())
+                try:
+                    record = ledger.join(env.chain_id, part=part, now=inv.clock.time())
+                except LedgerConflict as conflict:  # aborted (or cancelled) while this invocation held it
+                    raise LostLeaseError(
+                        f"join refused for job {env.chain_id}", conflict.current
+                    ) from conflict
     if len(record.joined) >= n:
-        return inv._finish(config.shards.reduce(shard_results(inv, n)), state, run)
+        return inv._finish(config.shards.reduce(shard_results(inv, plan)), state, run)
     if not plan.get("started"):
         shards = start_shards(inv, plan)
         inv.extra_progress["shards"] = {**plan, "started": True}
@@ -116,10 +128,12 @@ def start_shards(inv: Hop, plan: Mapping[str, Any]) -> list[ChainRecord]:
     function = same_version_target(inv.context)
     state = config.initial_state(env.event) if config.initial_state else config.state()
     records = []
-    for i, parts in enumerate(plan["parts"]):
+    for i, (chain_id, parts) in enumerate(
+        zip(shard_chain_ids(env.chain_id, plan), plan["parts"], strict=True)
+    ):
         pins = dict(Part.from_json(p).pin for p in parts)
         record, _ = ledger.start(
-            shard_chain_id(env.chain_id, i, n),
+            chain_id,
             progress={"state": dump_state(state), "chunks": 0, "pins": pins},
             event={
                 SHARD_KEY: {"job": env.chain_id, "index": i, "count": n, "parts": parts},
@@ -132,15 +146,15 @@ def start_shards(inv: Hop, plan: Mapping[str, Any]) -> list[ChainRecord]:
     return records
 
 
-def shard_records(inv: Hop, n: int) -> list[ChainRecord | None]:
+def shard_records(inv: Hop, plan: Mapping[str, Any]) -> list[ChainRecord | None]:
     assert inv.env is not None and inv.ledger is not None
-    return [inv.ledger.get(shard_chain_id(inv.env.chain_id, i, n)) for i in range(n)]
+    return [inv.ledger.get(chain_id) for chain_id in shard_chain_ids(inv.env.chain_id, plan)]
 
 
-def shard_results(inv: Hop, n: int) -> list[Any]:
+def shard_results(inv: Hop, plan: Mapping[str, Any]) -> list[Any]:
     """The shards' results in shard order; every shard of a complete join has SUCCEEDED."""
     results = []
-    for i, record in enumerate(shard_records(inv, n)):
+    for i, record in enumerate(shard_records(inv, plan)):
         if record is None or record.status is not ChainStatus.SUCCEEDED:
             raise LedgerError(
                 f"shard {i} of job {inv.env.chain_id if inv.env else '?'} is joined but "
@@ -192,24 +206,42 @@ def shard_succeeded(inv: Hop, spec: Mapping[str, Any]) -> None:
         wake_job(inv, job)
 
 
-def shard_failed(inv: Hop, spec: Mapping[str, Any], error: str | None) -> None:
-    """Fail the shard's job, naming the shard; ``resume`` of the job continues it."""
-    assert inv.env is not None and inv.ledger is not None
+def end_job(
+    ledger: Ledger,
+    spec: Mapping[str, Any],
+    shard_id: str,
+    status: ChainStatus,
+    error: str | None,
+    now: float,
+) -> ChainRecord | None:
+    """End the shard's job as ``status`` (FAILED or CANCELLED), naming the shard, whoever holds the job.
+
+    Returns the job's record, or None when the job had already ended (or the shard had joined: a stale report).
+    """
+    index, count = int(spec["index"]), int(spec["count"])
+    if status is ChainStatus.CANCELLED:
+        message = f"shard {index} of {count} ({shard_id}) was cancelled"
+    else:
+        message = f"shard {index} of {count} ({shard_id}) failed: {error or 'failed'}"
     job_id = str(spec["job"])
-    job = inv.ledger.get(job_id)
-    if job is None or job.status is not ChainStatus.RUNNING:
-        return
-    message = (
-        f"shard {int(spec['index'])} of {int(spec['count'])} ({inv.env.chain_id}) failed: {error or 'failed'}"
-    )
     try:
-        record = inv.ledger.fail(job_id, hop=job.hop, owner=None, error=message, now=inv.clock.time())
-    except LedgerConflict:
-        # Held for a moment by an invocation of the job: the next delivery of this shard tries again.
-        log.warning("could not fail job %s for its failed shard %s yet", job_id, inv.env.chain_id)
+        return ledger.abort(job_id, part=shard_part(index, count), status=status, error=message, now=now)
+    except LedgerConflict as conflict:
+        current = conflict.current.status if conflict.current is not None else "missing"
+        log.info("shard %s ended %s, but its job %s is %s", shard_id, status, job_id, current)
+        return None
+
+
+def shard_failed(
+    inv: Hop, spec: Mapping[str, Any], error: str | None, status: ChainStatus = ChainStatus.FAILED
+) -> None:
+    """End the shard's job, naming the shard: FAILED (``resume`` of the job continues it) or CANCELLED."""
+    assert inv.env is not None and inv.ledger is not None
+    record = end_job(inv.ledger, spec, inv.env.chain_id, status, error, inv.clock.time())
+    if record is None:
         return
-    job_env = Envelope(job_id, record.hop, record.progress, record.event, record.started_at)
-    chain_ended(inv, ChainStatus.FAILED, record, message, env=job_env)
+    job_env = Envelope(record.chain_id, record.hop, record.progress, record.event, record.started_at)
+    chain_ended(inv, status, record, record.error, env=job_env)
 
 
 def redrive(inv: Hop, current: ChainRecord) -> None:
@@ -221,3 +253,5 @@ def redrive(inv: Hop, current: ChainRecord) -> None:
         shard_succeeded(inv, spec)
     elif current.status is ChainStatus.FAILED:
         shard_failed(inv, spec, current.error)
+    elif current.status is ChainStatus.CANCELLED:
+        shard_failed(inv, spec, None, ChainStatus.CANCELLED)

@@ -15,11 +15,15 @@ cancel     RUNNING                                                              
 resume     FAILED ∨ (RUNNING ∧ (owner = ∅ ∧ idle ≥ stall ∨ lease expired))          RUNNING, hop n+1, unowned
 join       RUNNING                                                                  joined ∪= {part}
 resend     RUNNING ∧ hop = n ∧ updated_at ≤ t ∧ lease_until ≤ t ∧ resends(n) = k          resends(n) = k+1
+abort      RUNNING ∧ part ∉ joined                                                  FAILED or CANCELLED, error
 ========== ======================================================================== ===========================
 
 ``join`` is the counter of a sharded job (see :mod:`recurse_lambda._shards`): each finished shard adds its index
 to the job's ``joined`` set. The count is the size of a set, so a shard delivered twice is counted once, and
 every join returns the new record, so exactly one caller sees the count reach the number of shards first.
+``abort`` is its counterpart for a shard that fails or is cancelled: it ends the job at once, whoever holds it
+(an invocation of the job is fenced off at its next write, as by ``cancel``), so the job never waits for a
+delivery that may not come. A shard already joined has succeeded, so its stale failure cannot end the job.
 
 ``resend`` is how an on-failure destination record acts on a hop (see :mod:`recurse_lambda._deliveries`): only
 on a hop that shows no sign of life since ``t`` (no write, and any lease expired, before ``t``), and only as
@@ -138,6 +142,10 @@ class Ledger(Protocol):
 
     def resend(self, chain_id: str, *, hop: int, resends: int, quiet_since: float, now: float) -> ChainRecord:
         """Count one more resend of the dead hop ``hop`` (see the table); ``resends`` is the count expected."""
+        ...
+
+    def abort(self, chain_id: str, *, part: str, status: ChainStatus, error: str, now: float) -> ChainRecord:
+        """End the RUNNING chain as ``status`` (FAILED or CANCELLED) with ``error``, unless ``part`` has joined."""
         ...
 
 
@@ -373,5 +381,24 @@ class InMemoryLedger:
             self._require(chain_id, ok, f"resend of hop {hop}", current, fenced=False)
             assert current is not None
             record = replace(current, resends=resends + 1, resent_hop=hop, updated_at=now)
+            self._records[chain_id] = record
+            return record
+
+    def abort(self, chain_id: str, *, part: str, status: ChainStatus, error: str, now: float) -> ChainRecord:
+        if status not in (ChainStatus.FAILED, ChainStatus.CANCELLED):
+            raise ValueError(f"abort ends a chain as FAILED or CANCELLED, not {status}")
+        with self._lock:
+            current = self._records.get(chain_id)
+            ok = current is not None and current.status is ChainStatus.RUNNING and part not in current.joined
+            self._require(chain_id, ok, f"abort by {part}", current, fenced=False)
+            assert current is not None
+            record = replace(
+                current,
+                status=status,
+                owner=None,
+                error=error,
+                updated_at=now,
+                expires_at=now + self.retention,
+            )
             self._records[chain_id] = record
             return record

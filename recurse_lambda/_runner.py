@@ -35,6 +35,7 @@ from ._invoke import InvokeThrottled, same_version_target
 from ._join import drive_job, shard_failed, shard_spec, shard_succeeded, shard_view, user_event
 from ._ledger import ChainRecord, ChainStatus
 from ._policy import BudgetState
+from ._shards import check_user_chain_id
 from ._state_codec import dump_state, load_state, nonfinite_path
 from ._warm import (
     LEARNED,
@@ -227,6 +228,7 @@ class Hop:
             chain_id = default_chain_id(self.event)
         else:
             chain_id = self.request_id
+        check_user_chain_id(str(chain_id))  # shard chain ids are reserved: a key must not name a shard
         state = config.initial_state(self.event) if config.initial_state else config.state()
         if not isinstance(state, config.state):
             raise ConfigurationError(
@@ -311,6 +313,15 @@ class Hop:
                 budget.elapsed = t2 - start
                 budget.chunks = stats.chunks
                 budget.last_chunk = d
+                proved = caution and every_chunks == 1 and stats.chunks == 1
+                if proved:
+                    # A retry commits before anything else once its first chunk is done: an attempt that
+                    # committed nothing is taken to have died in the chunk it resumed at (see killed_chunk),
+                    # so a crash between this safe point and a hand-off must not look like one.
+                    self._checkpoint(state, run)
+                    since_chunks, last_checkpoint = 0, now()
+                    t = last_checkpoint
+                    budget.remaining = self.deadline - t
                 if policy(budget):
                     # Close the generator first (a reader stops its prefetch here), so that whatever the close
                     # waits for is part of the measured hand-off and of the reserve kept for it.
@@ -320,6 +331,8 @@ class Hop:
                     progress = self._progress(state, run)
                     out.close()
                     return self._hand_off(state, run, since=t_close, progress=progress)
+                if proved:
+                    continue
                 since_chunks += 1
                 if (every_chunks is not None and since_chunks >= every_chunks) or (
                     every_seconds is not None and t2 - last_checkpoint >= every_seconds

@@ -163,9 +163,35 @@ def plan_shards(objects: Sequence[ObjectInfo], count: int, min_bytes: int = 1) -
     return shards
 
 
-def shard_chain_id(job_id: str, index: int, count: int) -> str:
-    """``job/007``: zero-padded, so shard chain ids sort in shard order."""
-    return f"{job_id}/{shard_part(index, count)}"
+#: Every shard chain id begins with this, and no user chain id may: a ``chain_id=`` function (or a key) that
+#: returns such an id is refused, so a business key can never name another job's shard.
+SHARD_ID_PREFIX = "@shard/"
+
+
+def shard_chain_id(job_id: str, index: int, count: int, *, legacy: bool = False) -> str:
+    """``@shard/job/007``: zero-padded, so a job's shard chain ids sort in shard order.
+
+    ``legacy``: the ``job/007`` form of jobs split by recurse-lambda before the reserved prefix (their plan has
+    no ``"ids"`` entry), so a job in flight across an upgrade still finds its shards.
+    """
+    part = shard_part(index, count)
+    return f"{job_id}/{part}" if legacy else f"{SHARD_ID_PREFIX}{job_id}/{part}"
+
+
+def shard_chain_ids(job_id: str, plan: Mapping[str, Any]) -> list[str]:
+    """The chain ids of a job's shards, in shard order, from the job's plan."""
+    n = int(plan["count"])
+    legacy = plan.get("ids") != SHARD_ID_PREFIX
+    return [shard_chain_id(job_id, i, n, legacy=legacy) for i in range(n)]
+
+
+def check_user_chain_id(chain_id: str) -> None:
+    """Refuse a user's chain id in the shards' namespace (:data:`SHARD_ID_PREFIX`)."""
+    if chain_id.startswith(SHARD_ID_PREFIX):
+        raise ConfigurationError(
+            f"chain id {chain_id!r} begins with {SHARD_ID_PREFIX!r}, which is reserved for the shards of "
+            "sharded jobs; make the chain_id function return another form"
+        )
 
 
 def shard_part(index: int, count: int) -> str:

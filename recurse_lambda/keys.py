@@ -21,6 +21,7 @@ from urllib.parse import unquote_plus
 
 from ._envelope import canonical
 from ._errors import ConfigurationError
+from ._shards import SHARD_ID_PREFIX
 
 __all__ = ["from_fields", "s3_object"]
 
@@ -164,6 +165,8 @@ def from_fields(*names: str, prefix: str = "key") -> KeyFunction:
         raise ConfigurationError(f"from_fields: a field is named twice in {names!r}")
     if not prefix or not isinstance(prefix, str):
         raise ConfigurationError("from_fields: prefix must be a non-empty string")
+    if prefix.startswith(SHARD_ID_PREFIX):
+        raise ConfigurationError(f"from_fields: prefix {prefix!r} is reserved for shard chain ids")
     fields = tuple(names)
 
     def key(event: Any) -> str:

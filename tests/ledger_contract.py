@@ -125,6 +125,37 @@ class LedgerContract:
         with pytest.raises(LedgerConflict):
             ledger.join("missing", part="x", now=107.0)
 
+    def test_abort_ends_a_running_job_whoever_holds_it_unless_the_part_joined(self, ledger):
+        self.started(ledger, "job")
+        ledger.join("job", part="0", now=101.0)
+        ledger.claim("job", hop=0, owner="r1", now=102.0, lease_until=200.0)  # held by a live invocation
+        with pytest.raises(LedgerConflict):  # a joined shard succeeded: its stale failure ends nothing
+            ledger.abort("job", part="0", status=ChainStatus.FAILED, error="stale", now=103.0)
+        r = ledger.abort("job", part="1", status=ChainStatus.FAILED, error="shard 1 failed", now=104.0)
+        assert (r.status, r.error, r.owner, r.hop) == (ChainStatus.FAILED, "shard 1 failed", None, 0)
+        assert r.expires_at is not None and r.expires_at > 104.0
+        assert r.progress == P0 and ledger.get("job").status is ChainStatus.FAILED
+        with pytest.raises(LostLeaseError):  # the holder is fenced off at its next write
+            ledger.hand_off("job", hop=0, owner="r1", progress=P1, now=105.0)
+        with pytest.raises(LedgerConflict) as refused:  # only a RUNNING job is aborted, once
+            ledger.abort("job", part="2", status=ChainStatus.CANCELLED, error="x", now=106.0)
+        assert refused.value.current.error == "shard 1 failed"
+        self.started(ledger, "other")  # nothing joined yet
+        r = ledger.abort(
+            "other", part="3", status=ChainStatus.CANCELLED, error="shard 3 was cancelled", now=107.0
+        )
+        assert (r.status, r.error) == (ChainStatus.CANCELLED, "shard 3 was cancelled")
+        with pytest.raises(LedgerConflict):
+            ledger.abort("missing", part="0", status=ChainStatus.FAILED, error="x", now=108.0)
+        with pytest.raises(ValueError):
+            ledger.abort("job", part="0", status=ChainStatus.SUCCEEDED, error="x", now=108.0)
+
+    def test_a_job_aborted_by_a_shard_is_resumed_like_any_failed_chain(self, ledger):
+        self.started(ledger, "job")
+        ledger.abort("job", part="1", status=ChainStatus.FAILED, error="shard 1 failed", now=101.0)
+        r = ledger.resume("job", now=102.0)
+        assert (r.status, r.hop, r.error, r.expires_at) == (ChainStatus.RUNNING, 1, None, None)
+
     def test_stored_progress_does_not_alias_the_callers_objects(self, ledger):
         progress = {"state": {"items": [1]}, "chunks": 0, "pins": {}}
         ledger.start("c", progress=progress, event={}, now=1.0)

@@ -9,12 +9,13 @@ from typing import Any
 
 import boto3
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 from pydantic import BaseModel
 
 from recurse_lambda import (
+    ENVELOPE_KEY,
     ChainControl,
     ChainStatus,
     ConfigurationError,
@@ -23,7 +24,8 @@ from recurse_lambda import (
     Shards,
     recursive,
 )
-from recurse_lambda._shards import ObjectInfo, plan_shards, shard_chain_id
+from recurse_lambda._control import ChainStateError
+from recurse_lambda._shards import SHARD_KEY, ObjectInfo, plan_shards, shard_chain_id, shard_chain_ids
 from recurse_lambda.local import FaultPlan, Simulator, VirtualClock
 
 
@@ -130,7 +132,9 @@ def test_the_plan_covers_every_byte_once_in_at_most_count_near_equal_shards(size
 
 def test_shard_chain_ids_sort_in_shard_order():
     ids = [shard_chain_id("job", i, 120) for i in range(120)]
-    assert ids[0] == "job/000" and ids == sorted(ids)
+    assert ids[0] == "@shard/job/000" and ids == sorted(ids)
+    assert shard_chain_ids("job", {"count": 120, "ids": "@shard/"}) == ids
+    assert shard_chain_ids("job", {"count": 2}) == ["job/0", "job/1"]  # a job split before the prefix
 
 
 @pytest.mark.parametrize(
@@ -218,6 +222,8 @@ def test_a_failed_shard_fails_the_job_naming_it_and_resume_continues_it(moto_s3)
     control = ChainControl(ledger, invoker=Collect(), clock=clock, environ={})
     assert control.resume(report.chain_id).status is ChainStatus.RUNNING
     assert ledger.get(shard).status is ChainStatus.RUNNING  # the failed shard is resumed with its job
+    # ...before the job, so a late report of the shard's old failure cannot fail the job again after its resume
+    assert [json.loads(p)[ENVELOPE_KEY]["chain_id"] for _, p in sent] == [shard, report.chain_id]
     for _, payload in sent:
         simulator.run(json.loads(payload))
     job = ledger.get(report.chain_id)
@@ -256,7 +262,10 @@ def test_a_crash_between_a_shards_finish_and_its_join_is_repaired(moto_s3):
 def test_cancel_of_a_job_cancels_its_running_shards():
     ledger = InMemoryLedger()
     ledger.start(
-        "j", progress={"state": {}, "chunks": 0, "pins": {}, "shards": {"count": 3}}, event={}, now=0.0
+        "j",
+        progress={"state": {}, "chunks": 0, "pins": {}, "shards": {"count": 3, "ids": "@shard/"}},
+        event={},
+        now=0.0,
     )
     for i in range(3):
         ledger.start(shard_chain_id("j", i, 3), progress={}, event={}, now=0.0)
@@ -264,6 +273,58 @@ def test_cancel_of_a_job_cancels_its_running_shards():
     control = ChainControl(ledger, invoker=FaultPlan(), clock=VirtualClock(), environ={})  # type: ignore[arg-type]
     assert control.cancel("j").status is ChainStatus.CANCELLED
     assert [r.status for r in ledger.records()] == [ChainStatus.CANCELLED] * 4
+
+
+def test_cancelling_one_shard_cancels_its_job_naming_it_and_resume_says_why_not(moto_s3):
+    clock, ledger = VirtualClock(), InMemoryLedger()
+    put(moto_s3, "numbers.txt", numbers(700))
+    control = ChainControl(ledger, invoker=FaultPlan(), clock=clock, environ={})  # type: ignore[arg-type]
+    cancelled: list[str] = []
+
+    def cancel_shard_1(run: Run, state: Tally) -> None:
+        if run.shard.index == 1 and state.lines >= 70 and not cancelled:
+            cancelled.append(run.chain_id)
+            assert control.cancel(run.chain_id).status is ChainStatus.CANCELLED
+
+    report = sim(tally_handler(clock, 3, check=cancel_shard_1), moto_s3, clock, ledger=ledger).run(
+        {"bucket": "data", "key": "numbers.txt"}
+    )
+    job = ledger.get(report.chain_id)
+    assert job.status is ChainStatus.CANCELLED
+    assert job.error == f"shard 1 of 3 ({cancelled[0]}) was cancelled"
+    # the job cannot complete, so its other running shards were cancelled with it
+    assert {ledger.get(shard_chain_id(job.chain_id, i, 3)).status for i in range(3)} == {
+        ChainStatus.CANCELLED
+    }
+    with pytest.raises(ChainStateError, match=r"it is CANCELLED \(shard 1 of 3 .* was cancelled\)"):
+        control.resume(job.chain_id)
+
+
+def test_a_shard_cancelled_after_its_job_failed_keeps_the_job_from_resuming_and_says_why():
+    ledger, clock = InMemoryLedger(), VirtualClock()
+    plan = {"count": 2, "parts": [[], []], "started": True, "ids": "@shard/"}
+    ledger.start(
+        "j",
+        progress={"state": {}, "chunks": 0, "pins": {}, "shards": plan},
+        event={},
+        now=0.0,
+        function="arn:aws:lambda:us-east-1:1:function:f",
+    )
+    for i in range(2):
+        spec = {SHARD_KEY: {"job": "j", "index": i, "count": 2, "parts": []}, "event": {}}
+        ledger.start(shard_chain_id("j", i, 2), progress={}, event=spec, now=0.0)
+    ledger.claim(shard_chain_id("j", 0, 2), hop=0, owner="r", now=1.0, lease_until=9.0)
+    ledger.fail(shard_chain_id("j", 0, 2), hop=0, owner="r", error="boom", now=2.0)
+    ledger.abort("j", part="0", status=ChainStatus.FAILED, error="shard 0 of 2 failed", now=2.0)
+    control = ChainControl(ledger, invoker=FaultPlan(), clock=clock, environ={})  # type: ignore[arg-type]
+    control.cancel(shard_chain_id("j", 1, 2))  # the job has already ended: it stays FAILED
+    assert ledger.get("j").status is ChainStatus.FAILED
+    with pytest.raises(
+        ChainStateError, match=r"its shard @shard/j/1 was cancelled, and a cancelled chain is not"
+    ):
+        control.resume("j")
+    assert ledger.get("j").status is ChainStatus.FAILED  # refused before anything was touched
+    assert ledger.get(shard_chain_id("j", 0, 2)).status is ChainStatus.FAILED
 
 
 def test_a_sharded_job_needs_a_ledger(moto_s3):
@@ -404,3 +465,200 @@ def test_a_shard_whose_envelope_cannot_be_loaded_fails_the_job(moto_s3):
     assert report.status == "FAILED"
     assert "shard 0 of 2" in report.error or "shard 1 of 2" in report.error
     assert "spilled envelope body" in report.error
+
+
+# ------------------------------------------------------------------------------- every job ends (issue 9)
+
+POINTS = (
+    "after_claim",
+    "before_checkpoint",
+    "after_checkpoint",
+    "before_handoff",
+    "after_handoff",
+    "before_invoke",
+    "after_invoke",
+    "safe_point",
+    "before_finish",
+    "after_finish",
+)
+
+
+# A shard fails while a job invocation (woken by the splitter's retry) holds the job, crashed after its claim.
+@example(2, 900, (0, 420), None, [("after_invoke", 1), ("after_claim", 5)], 0.0, 0.0, 0.0, 0.0, 1)
+# A shard is cancelled in mid-hop.
+@example(1, 1, None, (0, 0), [], 0.0, 0.0, 0.0, 0.0, 0)
+@settings(max_examples=100, deadline=None)
+@given(
+    count=st.integers(1, 4),
+    n_lines=st.integers(0, 900),
+    bad=st.none() | st.tuples(st.integers(0, 3), st.integers(0, 500)),
+    cancel=st.none() | st.tuples(st.integers(0, 3), st.integers(0, 500)),
+    crash_at=st.lists(st.tuples(st.sampled_from(POINTS), st.integers(1, 14)), max_size=3),
+    crash=st.sampled_from([0.0, 0.2]),
+    duplicate=st.sampled_from([0.0, 0.5]),
+    error=st.sampled_from([0.0, 0.2]),
+    latency=st.sampled_from([0.0, 0.5, 3.0]),
+    seed=st.integers(0, 10_000),
+)
+def test_every_sharded_job_ends_whatever_the_interleaving(
+    moto_s3_session, count, n_lines, bad, cancel, crash_at, crash, duplicate, error, latency, seed
+):
+    """Shard failures and cancels at any point, crashes at every named point, duplicates and latencies: when
+    nothing is left to deliver, the job is terminal, and SUCCEEDED only with every shard's result."""
+    run_interleaving(
+        moto_s3_session,
+        InMemoryLedger(),
+        count,
+        n_lines,
+        bad,
+        cancel,
+        crash_at,
+        crash,
+        duplicate,
+        error,
+        latency,
+        seed,
+    )
+
+
+@example(2, 900, (0, 420), None, [("after_invoke", 1), ("after_claim", 5)], 0.0, 0.0, 0.0, 0.0, 1)
+@example(3, 200, None, (1, 7), [], 0.0, 0.0, 0.0, 0.0, 2)
+@settings(max_examples=8, deadline=None)
+@given(
+    count=st.integers(1, 3),
+    n_lines=st.integers(0, 600),
+    bad=st.none() | st.tuples(st.integers(0, 2), st.integers(0, 300)),
+    cancel=st.none() | st.tuples(st.integers(0, 2), st.integers(0, 300)),
+    crash_at=st.lists(st.tuples(st.sampled_from(POINTS), st.integers(1, 10)), max_size=2),
+    crash=st.sampled_from([0.0, 0.2]),
+    duplicate=st.sampled_from([0.0, 0.5]),
+    error=st.just(0.0),
+    latency=st.sampled_from([0.0, 0.5]),
+    seed=st.integers(0, 10_000),
+)
+def test_every_sharded_job_ends_on_the_dynamodb_ledger_too(
+    moto_s3_session, count, n_lines, bad, cancel, crash_at, crash, duplicate, error, latency, seed
+):
+    """The same property on moto's DynamoDB, where ``abort`` is one conditional UpdateItem."""
+    import uuid
+
+    from recurse_lambda.aws import DynamoDBLedger
+
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    table = f"chains-{uuid.uuid4().hex[:12]}"
+    DynamoDBLedger.create_table(ddb, table)
+    ledger = DynamoDBLedger(table, client=lambda: ddb)
+    run_interleaving(
+        moto_s3_session, ledger, count, n_lines, bad, cancel, crash_at, crash, duplicate, error, latency, seed
+    )
+
+
+def run_interleaving(
+    s3, ledger, count, n_lines, bad, cancel, crash_at, crash, duplicate, error, latency, seed
+) -> None:
+    clock, reduced = VirtualClock(), []
+    data = numbers(n_lines, seed)
+    key = f"end/{seed}-{count}-{n_lines}.txt"
+    s3.put_object(Bucket="data", Key=key, Body=data)
+    control = ChainControl(ledger, invoker=FaultPlan(), clock=clock, environ={})  # type: ignore[arg-type]
+    happened: dict[str, str] = {}
+
+    def check(run: Run, state: Tally) -> None:
+        index = run.shard.index
+        if (
+            cancel is not None
+            and index == cancel[0]
+            and state.lines >= cancel[1]
+            and "cancel" not in happened
+        ):
+            happened["cancel"] = run.chain_id
+            control.cancel(run.chain_id)
+        if bad is not None and index == bad[0] and state.lines >= bad[1]:
+            happened.setdefault("bad", run.chain_id)
+            raise KeyError("a bad record")
+
+    handler = tally_handler(clock, count, reduced, check=check, permanent_errors=(KeyError,))
+    faults = FaultPlan(crash=crash, duplicate=duplicate, error=error, crash_at=tuple(crash_at))
+    simulator = sim(handler, s3, clock, ledger=ledger, faults=faults, seed=seed, ledger_latency=latency)
+    report = simulator.run({"bucket": "data", "key": key})
+    job = ledger.get(report.chain_id)
+    assert job is not None and job.status.terminal, (
+        f"the job is left {job and job.status}: {report.timeline()}"
+    )
+    plan = job.progress.get("shards")
+    shards = [ledger.get(i) for i in shard_chain_ids(job.chain_id, plan)] if plan else []
+    if job.status is ChainStatus.SUCCEEDED:
+        assert job.result == one_pass(data) and len(reduced) >= 1
+        assert all(s is not None and s.status is ChainStatus.SUCCEEDED for s in shards)
+        assert "cancel" not in happened
+    elif job.status is ChainStatus.CANCELLED:
+        assert "cancel" in happened and f"({happened['cancel']}) was cancelled" in job.error
+    else:
+        assert job.error
+        ended = [
+            s for s in shards if s is not None and s.status in (ChainStatus.FAILED, ChainStatus.CANCELLED)
+        ]
+        if job.error.startswith("shard "):  # else the job failed on its own (its hop's attempts ran out)
+            assert any(f"({s.chain_id})" in job.error for s in ended)
+
+
+# ------------------------------------------------------------------------------- shard ids are their own
+
+
+@pytest.mark.parametrize("order", [("data", "data/1"), ("data/1", "data")])
+def test_a_business_key_that_looks_like_a_shard_id_is_a_job_of_its_own(moto_s3, order):
+    """Key ``data`` then ``data/1`` (and the other way round): each job reads its own object and merges only its
+    own shards, as the docs' ``f"{bucket}/{key}"`` keys would have it."""
+    clock, ledger = VirtualClock(), InMemoryLedger()
+    bodies = {"data": numbers(300, 1), "data/1": numbers(500, 2)}
+    for key, body in bodies.items():
+        put(moto_s3, key, body)
+    handler = tally_handler(clock, 2, chain_id=lambda event: event["key"])
+    for key in order:
+        report = sim(handler, moto_s3, clock, ledger=ledger).run({"bucket": "data", "key": key})
+        report.raise_for_status()
+        assert report.chain_id == key and report.result == one_pass(bodies[key])
+    assert {r.chain_id for r in ledger.records()} == {
+        "data",
+        "data/1",
+        *(shard_chain_id(job, i, 2) for job in bodies for i in range(2)),
+    }
+
+
+def test_a_chain_id_in_the_shards_namespace_is_refused_clearly(moto_s3):
+    clock, ledger = VirtualClock(), InMemoryLedger()
+    put(moto_s3, "numbers.txt", numbers(10))
+    handler = tally_handler(clock, 2, chain_id=lambda event: "@shard/other-job/0")
+    report = sim(handler, moto_s3, clock, ledger=ledger).run({"bucket": "data", "key": "numbers.txt"})
+    assert report.status == "REJECTED"
+    assert "'@shard/other-job/0' begins with '@shard/', which is reserved for the shards" in report.error
+    assert len(ledger) == 0
+    from recurse_lambda import keys
+
+    with pytest.raises(ConfigurationError, match="reserved for shard chain ids"):
+        keys.from_fields("id", prefix="@shard/x")
+
+
+def test_a_job_split_before_the_reserved_prefix_still_finds_its_shards(moto_s3):
+    """A job in flight across an upgrade: its plan has no "ids" entry, so its shards keep their ``job/i`` ids."""
+    from recurse_lambda import EnvelopeCodec
+    from recurse_lambda._envelope import Envelope
+
+    clock, ledger = VirtualClock(), InMemoryLedger()
+    t = clock.time()
+    plan = {"count": 2, "parts": [[], []], "started": True}  # as the old version wrote it
+    progress = {"state": Tally().model_dump(), "chunks": 0, "pins": {}, "shards": plan}
+    ledger.start("job", progress=progress, event={"bucket": "data", "key": "k"}, now=t + 0.0)
+    ledger.claim("job", hop=0, owner="split", now=t + 0.0, lease_until=t + 60.0)
+    ledger.hand_off("job", hop=0, owner="split", progress=progress, now=t + 1.0)
+    for i, result in enumerate(({"lines": 1, "total": 5}, {"lines": 2, "total": 7})):
+        ledger.start(f"job/{i}", progress={}, event={}, now=t + 1.0)
+        ledger.claim(f"job/{i}", hop=0, owner=f"s{i}", now=t + 2.0, lease_until=t + 60.0)
+        ledger.finish(f"job/{i}", hop=0, owner=f"s{i}", progress={}, result=result, now=t + 3.0)
+        ledger.join("job", part=str(i), now=t + 3.0)
+    wake = EnvelopeCodec().encode(Envelope("job", 1, progress, {"bucket": "data", "key": "k"}, t))
+    report = sim(tally_handler(clock, 2), moto_s3, clock, ledger=ledger).run(json.loads(wake))
+    assert ledger.get("job").result == {"lines": 3, "total": 12}
+    assert report.count("succeeded") == 1
+    control = ChainControl(ledger, invoker=FaultPlan(), clock=clock, environ={})  # type: ignore[arg-type]
+    assert [r.chain_id for r in control._shards(ledger.get("job"))] == ["job/0", "job/1"]

@@ -291,6 +291,19 @@ class DynamoDBLedger:
             update="SET #resends = :next_resends, #resent_hop = :hop, #updated_at = :now",
         )
 
+    def abort(self, chain_id: str, *, part: str, status: ChainStatus, error: str, now: float) -> ChainRecord:
+        if status not in (ChainStatus.FAILED, ChainStatus.CANCELLED):
+            raise ValueError(f"abort ends a chain as FAILED or CANCELLED, not {status}")
+        # contains() on a missing set is false: a job that nothing has joined yet can be aborted.
+        return self._update(
+            chain_id,
+            f"abort by {part}",
+            condition="#status = :running AND NOT contains(#joined, :part)",
+            values={":part": _s(part), ":now": _n(now), **self._ending(now, status.value)},
+            update="SET #status = :ended, #updated_at = :now, #expires_at = :expires REMOVE #owner",
+            texts={"error": error},
+        )
+
     # ------------------------------------------------------------------ the write path
 
     def _ending(self, now: float, status: str) -> dict[str, dict[str, str]]:

@@ -163,6 +163,15 @@ class _SimLedger:
             lambda: self.inner.resend(chain_id, hop=hop, resends=resends, quiet_since=quiet_since, now=now),
         )
 
+    def abort(self, chain_id: str, *, part: str, status: ChainStatus, error: str, now: float) -> ChainRecord:
+        return self._call(
+            None,
+            "abort",
+            -1,
+            part,
+            lambda: self.inner.abort(chain_id, part=part, status=status, error=error, now=now),
+        )
+
 
 def _chunks(record: ChainRecord) -> int:
     return int(record.progress.get("chunks", 0)) if isinstance(record.progress, dict) else 0

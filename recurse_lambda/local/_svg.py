@@ -11,6 +11,8 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from .._shards import SHARD_ID_PREFIX
+
 if TYPE_CHECKING:
     from ._report import ChainReport, InvocationRow
 
@@ -123,7 +125,9 @@ def _lanes(report: ChainReport) -> list[str | None]:
 
 def _short_labels(lanes: list[str | None]) -> tuple[str, list[str]]:
     """Lane labels without the prefix shared by every chain id (a sharded job's ``job/``), and that prefix."""
-    # A sharded job's own id counts as "job/", so its shards' labels lose the whole "job/" prefix.
+    # A sharded job's own id counts as "job/", so its shards' labels lose the whole "job/" prefix (a shard's
+    # id, "@shard/job/07", is read without its reserved prefix).
+    lanes = [c.removeprefix(SHARD_ID_PREFIX) if c is not None else None for c in lanes]
     ids = [c if "/" in c else c + "/" for c in lanes if c is not None]
     common = ids[0] if len(ids) > 1 else ""
     for other in ids[1:]:
