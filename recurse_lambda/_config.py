@@ -73,6 +73,7 @@ class ChainConfig:
     metrics: bool = False  # print CloudWatch embedded-metric-format lines (hops, chunks, utilisation, ...)
     metrics_namespace: str = "RecurseLambda"
     shards: Shards | None = None  # run each job as parallel shards joined by a reduce (needs a ledger)
+    s3_events: tuple[str, ...] = ("ObjectCreated:*", "Object Created")  # S3 events that start chains
 
     def __post_init__(self) -> None:
         if not (isinstance(self.state, type) and issubclass(self.state, BaseModel)):
@@ -92,6 +93,10 @@ class ChainConfig:
             raise ConfigurationError("checkpoint_every_seconds must be positive (or None)")
         if self.shards is not None and not isinstance(self.shards, Shards):
             raise ConfigurationError(f"shards must be a Shards(...), not {self.shards!r}")
+        if isinstance(self.s3_events, str) or not all(isinstance(e, str) for e in self.s3_events):
+            raise ConfigurationError(
+                f"s3_events must be a tuple of event names or patterns, not {self.s3_events!r}"
+            )
         if not callable(self.policy):
             raise ConfigurationError(f"policy must be callable on a BudgetState, not {self.policy!r}")
 

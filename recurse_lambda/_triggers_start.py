@@ -2,7 +2,7 @@
 
 The chain is created in the ledger under its business key, then hop 0 is sent to this same function version
 as a continuation envelope, so the hop's claim drops any duplicate delivery. A record whose chain cannot be
-started is reported in ``batchItemFailures`` (batch sources) or fails the invocation (S3, EventBridge), so
+started is reported in ``batchItemFailures`` (batch sources) or fails the invocation (S3, EventBridge, SNS), so
 only it is delivered again; a record whose chain exists already joins it.
 """
 
@@ -127,18 +127,20 @@ def _is_trigger(job: Any) -> bool:
 
 
 def _start_record(config: ChainConfig, rec: TriggerRecord, context: Any, world: World) -> list[ChainStart]:
-    return [start_job(config, job, context, world) for job in rec.jobs()]
+    return [start_job(config, job, context, world) for job in rec.jobs(config.s3_events)]
 
 
 def dispatch(config: ChainConfig, event: Any, context: Any, world: World) -> dict[str, Any]:
     """Start one chain per job of a trigger event; the answer Lambda reads (batch sources) or a summary.
 
-    Raises :class:`TriggerError` for an empty or malformed event, and, for an S3 notification or EventBridge
-    event, when any record could not be started (Lambda then retries the whole event; started chains join).
+    Raises :class:`TriggerError` for an empty or malformed event, and, for an S3 notification, EventBridge
+    event or SNS notification, when any record could not be started (Lambda then retries the whole event; started chains join).
     """
     found = trigger_records(event)
     if found is None:
-        raise TriggerError("not a trigger event (an S3, EventBridge, SQS, Kinesis or DynamoDB stream event)")
+        raise TriggerError(
+            "not a trigger event (an S3, EventBridge, SNS, SQS, Kinesis or DynamoDB stream event)"
+        )
     source, records = found
     clock = world.clock
     started_at = clock.now()

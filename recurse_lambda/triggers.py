@@ -1,5 +1,5 @@
-"""Start chains from event sources: S3 notifications (direct or through EventBridge), SQS, Kinesis, DynamoDB
-streams; see docs/triggers.md.
+"""Start chains from event sources: S3 notifications (direct or through EventBridge), SNS, SQS, Kinesis,
+DynamoDB streams; see docs/triggers.md.
 
 A ``@recursive`` handler dispatches such events by itself: each job a record describes starts one chain,
 idempotently (by business key, with a ledger), and a batch source gets ``{"batchItemFailures": [...]}`` naming
@@ -17,11 +17,12 @@ from typing import Any
 
 from ._errors import TriggerError
 from ._recursive import RecursiveHandler
-from ._triggers_parse import S3_JOB_FIELDS, record_jobs, trigger_records
+from ._triggers_parse import DEFAULT_S3_EVENTS, S3_JOB_FIELDS, record_jobs, trigger_records
 from ._triggers_start import ChainStart, job_chain_id, start_job
 from ._world import World
 
 __all__ = [
+    "DEFAULT_S3_EVENTS",
     "S3_JOB_FIELDS",
     "ChainStart",
     "TriggerError",

@@ -365,6 +365,60 @@ def test_csv_undecodable_bytes_fail_at_the_record_start() -> None:
     assert isinstance(info.value.__cause__, UnicodeDecodeError)
 
 
+@pytest.mark.parametrize(
+    ("data", "options"),
+    [
+        (b'a,"b\xff"\n1,2\n', {}),  # undecodable bytes in the header row
+        (b'a,"b"x\n1,2\n', {"strict": True}),  # bad quoting in the header row
+        (b'"a",b\n1,2\n', {"quoting": csv.QUOTE_NONNUMERIC}),  # an unquoted name cannot be a number
+    ],
+)
+@pytest.mark.parametrize("start", [0, 4])
+def test_csv_malformed_header_row_is_a_malformed_record_at_0(
+    data: bytes, options: dict[str, Any], start: int
+) -> None:
+    reader = CsvReader(MemorySource(data, bucket="b", key="h.csv"), start, range_size=3, **options)
+    with pytest.raises(MalformedRecordError, match=r"s3://b/h\.csv") as info:
+        lines_of(reader)
+    assert info.value.offset == 0
+    with pytest.raises(MalformedRecordError):
+        _ = CsvReader(MemorySource(data), start, **options).header
+
+
+def test_csv_quote_nonnumeric_with_a_non_numeric_field_is_malformed() -> None:
+    data = b'"a","b"\n1,2\n3,x\n'
+    delivered: list[Any] = []
+    reader = CsvReader(MemorySource(data), quoting=csv.QUOTE_NONNUMERIC)
+    with pytest.raises(MalformedRecordError, match="could not convert") as info:
+        for batch in reader.batches(5):
+            delivered.extend(batch)
+    assert delivered == [{"a": 1.0, "b": 2.0}]
+    assert info.value.offset == data.index(b"3,")
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_csv_a_failed_read_is_not_a_malformed_record() -> None:
+    class Failing(MemorySource):
+        def read(self, start: int, end: int) -> bytes:
+            raise ValueError("the source broke")
+
+    with pytest.raises(ValueError, match="the source broke") as info:
+        lines_of(CsvReader(Failing(b"a,b\n1,2\n"), has_header=False))
+    assert not isinstance(info.value, MalformedRecordError)
+
+
+@pytest.mark.parametrize("has_header", [True, False])
+def test_csv_quotechar_none_means_quote_none_like_csv_reader(has_header: bool) -> None:
+    data = b'a,"b"\n"1",2\n'
+    expected = list(csv.reader(io.StringIO(data.decode(), newline=""), quotechar=None))
+    assert expected == [["a", '"b"'], ['"1"', "2"]]
+    reader = CsvReader(MemorySource(data), quotechar=None, has_header=has_header)
+    if has_header:
+        assert lines_of(reader) == [dict(zip(expected[0], expected[1], strict=True))]
+    else:
+        assert lines_of(reader) == expected
+
+
 def test_csv_bad_dialect_options_fail_at_construction() -> None:
     with pytest.raises(TypeError):
         CsvReader(MemorySource(b""), delimiter="too long")
@@ -391,6 +445,17 @@ def test_csv_utf8_sig() -> None:
 def test_jsonl_values_and_blank_lines() -> None:
     data = b'{"a": 1}\r\n\n  \n[1, 2]\n"s"\n3'
     assert lines_of(JsonLinesReader(MemorySource(data), range_size=3)) == [{"a": 1}, [1, 2], "s", 3]
+
+
+@pytest.mark.parametrize("junk", [b"\x0c", b"\x0b", b" \x0c\t", b"\x0b\r"])
+def test_jsonl_only_json_whitespace_is_blank(junk: bytes) -> None:
+    data = b"1\n \t\r\n\r\n" + junk + b"\n2\n"
+    with pytest.raises(MalformedRecordError) as info:
+        lines_of(JsonLinesReader(MemorySource(data)))
+    assert info.value.offset == data.index(junk)
+    skipping = JsonLinesReader(MemorySource(data), on_error="skip")
+    assert lines_of(skipping) == [1, 2]
+    assert [offset for offset, _ in skipping.skipped] == [data.index(junk)]
 
 
 def test_jsonl_raise_after_the_good_records() -> None:

@@ -224,7 +224,7 @@ json_values = st.recursive(
 jsonl_line = st.one_of(
     json_values.map(lambda v: json.dumps(v, ensure_ascii=False)),
     json_values.map(json.dumps),
-    st.sampled_from(["", "  ", "{bad", "[1,", "nul", '"\u2028"', "\t"]),
+    st.sampled_from(["", "  ", "{bad", "[1,", "nul", '"\u2028"', "\t", "\x0c", "\x0b", " \x0c\t", "\r"]),
 )
 
 
@@ -234,7 +234,7 @@ def reference_jsonl(data: bytes) -> tuple[list[Any], list[int]]:
     offset = 0
     for raw in data.split(b"\n"):
         line = raw[:-1] if raw.endswith(b"\r") else raw
-        if line.strip():
+        if line.strip(b" \t\r\n"):  # JSON whitespace only is blank; \x0b and \x0c are not JSON
             try:
                 values.append(json.loads(line))
             except ValueError:

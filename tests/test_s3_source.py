@@ -370,3 +370,93 @@ def test_transport_errors_become_s3_errors_naming_the_object() -> None:
     with pytest.raises(S3Error, match="s3://b/k") as info:
         PinnedSource(_BrokenConnection(), "b", "k", pins={})
     assert not isinstance(info.value, ObjectChangedError)
+
+
+class _ReplacingClient:
+    """An adversarial S3: the body of a ranged GET replaces the object, then breaks off mid-read, as a server
+    does when the file it streams is swapped under it. ``replace_with=None`` deletes the object instead;
+    ``replace=False`` breaks the body with the object unchanged."""
+
+    def __init__(self, *, replace: bool = True, replace_with: bytes | None = b"new") -> None:
+        self.etag = '"old"'
+        self.exists = True
+        self.replace, self.replace_with = replace, replace_with
+        self.heads: list[dict[str, Any]] = []
+
+    def head_object(self, **kwargs: Any) -> dict[str, Any]:
+        self.heads.append(kwargs)
+        if not self.exists:
+            raise client_error("404", 404, "HeadObject")
+        if "IfMatch" in kwargs and kwargs["IfMatch"] != self.etag:
+            raise client_error("PreconditionFailed", 412, "HeadObject")
+        return {"ETag": self.etag, "ContentLength": 100}
+
+    def get_object(self, **kwargs: Any) -> dict[str, Any]:
+        assert kwargs["IfMatch"] == self.etag  # the object is still the pinned one when the GET starts
+        return {"ETag": self.etag, "Body": _BreakingBody(self)}
+
+
+class _BreakingBody:
+    def __init__(self, client: _ReplacingClient) -> None:
+        self.client = client
+        self.closed = False
+
+    def read(self) -> bytes:
+        from botocore.exceptions import ResponseStreamingError
+        from urllib3.exceptions import ProtocolError
+
+        if self.client.replace:
+            if self.client.replace_with is None:
+                self.client.exists = False
+            else:
+                self.client.etag = '"new"'
+        cut = ProtocolError("Connection broken: IncompleteRead(0 bytes read, 10 more expected)")
+        raise ResponseStreamingError(error=cut)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_body_cut_while_the_object_is_replaced_is_an_object_change() -> None:
+    client = _ReplacingClient()
+    source = PinnedSource(client, "b", "k", pins={})
+    with pytest.raises(ObjectChangedError) as info:
+        source.read(10, 20)
+    assert (info.value.expected_etag, info.value.current_etag) == ('"old"', '"new"')
+    assert client.heads[1]["IfMatch"] == '"old"'  # the pin was checked, conditionally
+
+
+def test_a_body_cut_while_the_object_is_deleted_is_a_missing_object() -> None:
+    source = PinnedSource(_ReplacingClient(replace_with=None), "b", "k", pins={})
+    with pytest.raises(ObjectNotFoundError, match="s3://b/k"):
+        source.read(10, 20)
+
+
+def test_a_body_cut_with_the_object_unchanged_stays_transient() -> None:
+    source = PinnedSource(_ReplacingClient(replace=False), "b", "k", pins={})
+    with pytest.raises(S3Error, match="s3://b/k") as info:
+        source.read(10, 20)
+    assert not isinstance(info.value, (ObjectChangedError, ObjectNotFoundError))
+
+
+def test_a_raw_urllib3_error_from_the_body_is_checked_too() -> None:
+    from urllib3.exceptions import ProtocolError
+
+    class RawBody(_BreakingBody):
+        def read(self) -> bytes:
+            self.client.etag = '"new"'
+            raise ProtocolError("Connection broken")
+
+    client = _ReplacingClient()
+    client.get_object = lambda **kw: {"Body": RawBody(client)}  # type: ignore[method-assign]
+    with pytest.raises(ObjectChangedError):
+        PinnedSource(client, "b", "k", pins={}).read(0, 5)
+
+
+def test_a_get_answered_with_another_etag_is_an_object_change() -> None:
+    client = _ReplacingClient()
+    source = PinnedSource(client, "b", "k", pins={})
+    client.etag = '"new"'
+    client.get_object = lambda **kw: {"ETag": '"new"', "Body": _BreakingBody(client)}  # type: ignore[method-assign]
+    with pytest.raises(ObjectChangedError, match='now "new"'):
+        source.read(0, 5)

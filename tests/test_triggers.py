@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from recurse_lambda import (
     ENVELOPE_KEY,
+    ConfigurationError,
     EnvelopeCodec,
     HandOffError,
     InMemoryLedger,
@@ -165,6 +166,29 @@ def eventbridge_s3(bucket: str, key: str, etag: str | None, kind: str = "Object 
         "region": "us-east-1",
         "resources": [f"arn:aws:s3:::{bucket}"],
         "detail": {"version": "0", "bucket": {"name": bucket}, "object": obj, "reason": "PutObject"},
+    }
+
+
+def sns(message: Any, message_id: str = "95df01b4-ee98-5cb9-9903-4c221d41eb5e") -> dict[str, Any]:
+    """A record of SNS's direct delivery to Lambda, as AWS documents it (note the capitalised keys)."""
+    topic = "arn:aws:sns:us-east-1:123456789012:sns-lambda"
+    return {
+        "EventVersion": "1.0",
+        "EventSubscriptionArn": f"{topic}:21be56ed-a058-49f5-8c98-aedd2564c486",
+        "EventSource": "aws:sns",
+        "Sns": {
+            "SignatureVersion": "1",
+            "Timestamp": "2019-01-02T12:45:07.000Z",
+            "Signature": "tcc6faL2yUC6dgZdmrwh1Y4cGa/ebXEkAi6RibDsvpi+tE/1+82j...65r==",
+            "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-ac565b8b1a6c5d0.pem",
+            "MessageId": message_id,
+            "Message": message if isinstance(message, str) else json.dumps(message),
+            "MessageAttributes": {"Test": {"Type": "String", "Value": "TestString"}},
+            "Type": "Notification",
+            "UnsubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe",
+            "TopicArn": topic,
+            "Subject": "TestInvoke",
+        },
     }
 
 
@@ -322,6 +346,14 @@ def test_eventbridge_s3_events_directly_and_inside_sqs(tmp_path: Any) -> None:
         {"bucket": "inbox", "key": "a b.txt", "etag": "e1", "version_id": None, "size": 11}
     ]
     assert lam.deliver(eventbridge_s3("inbox", "a+b.txt", None, "Object Deleted"))["chains"] == []
+    # As AWS's own examples show, Object Deleted (and restores, tagging...) may carry an etag: no chain either.
+    for kind in (
+        "Object Deleted",
+        "Object Restore Completed",
+        "Object Tags Added",
+        "Object Storage Class Changed",
+    ):
+        assert lam.deliver(eventbridge_s3("inbox", "a+b.txt", "e1", kind))["chains"] == []
     lam.invoker.calls.clear()
     batch = {
         "Records": [
@@ -332,6 +364,78 @@ def test_eventbridge_s3_events_directly_and_inside_sqs(tmp_path: Any) -> None:
     assert failures(lam.deliver(batch)) == []
     # One chain per object: a+b.txt is the chain started above (its hop 0, never claimed here, is sent again).
     assert [job["key"] for job in lam.invoker.jobs()] == ["a b.txt", "c"] and len(lam.ledger) == 2
+
+
+def test_only_chosen_s3_event_types_start_chains_whatever_etag_they_carry(tmp_path: Any) -> None:
+    def named(name: str, key: str) -> dict[str, Any]:
+        return {**s3_record("inbox", key, "e-" + key), "eventName": name}
+
+    others = [
+        "ObjectRemoved:Delete",
+        "ObjectRemoved:DeleteMarkerCreated",
+        "LifecycleTransition",
+        "ObjectRestore:Completed",
+        "ObjectRestore:Post",
+        "Replication:OperationReplicatedAfterThreshold",
+        "IntelligentTiering",
+        "ObjectTagging:Put",
+    ]
+    created = ["ObjectCreated:Put", "ObjectCreated:CompleteMultipartUpload", "ObjectCreated:Copy"]
+    note = {"Records": [named(n, f"k{i}") for i, n in enumerate(others + created)]}
+    lam = Lambda(tmp_path)
+    assert len(lam.deliver(note)["chains"]) == len(created)
+    assert [job["key"] for job in lam.invoker.jobs()] == [
+        f"k{i}" for i in range(len(others), len(note["Records"]))
+    ]
+    assert record_jobs(sqs("m", note)) == [job for r in note["Records"] for job in record_jobs(r)]
+
+    # The user chooses: patterns on eventName (notifications) and detail-type (EventBridge).
+    chosen = ("ObjectCreated:*", "ObjectRestore:Completed", "Object Restore Completed")
+    lam = Lambda(tmp_path, s3_events=chosen)
+    assert len(lam.deliver(note)["chains"]) == len(created) + 1
+    assert lam.deliver(eventbridge_s3("inbox", "r", "e9", "Object Restore Completed"))["chains"][0][
+        "outcome"
+    ] == ("started")
+    assert lam.deliver(eventbridge_s3("inbox", "r", "e9", "Object Created"))["chains"] == []
+    restore = named("ObjectRestore:Completed", "r")
+    assert record_jobs(restore) == [] and len(record_jobs(restore, s3_events=chosen)) == 1
+    deletion = s3_record("inbox", "gone", None)  # a chosen event without an ETag: a job with no pin
+    assert record_jobs(deletion, s3_events=["ObjectRemoved:*"]) == [
+        {"bucket": "inbox", "key": "gone", "etag": None, "version_id": None, "size": 11}
+    ]
+    with pytest.raises(TriggerError, match="no eventName"):
+        record_jobs({k: v for k, v in restore.items() if k != "eventName"})
+    with pytest.raises(TypeError, match="tuple of patterns"):
+        record_jobs(restore, s3_events="ObjectCreated:*")
+    with pytest.raises(ConfigurationError, match="s3_events"):
+        Lambda(tmp_path, s3_events="ObjectCreated:*")
+
+
+def test_a_direct_sns_notification_starts_its_message_as_a_job(tmp_path: Any) -> None:
+    lam = Lambda(tmp_path)
+    event = {"Records": [sns({"n": 4, "job": "s1"})]}
+    assert is_trigger_event(event)
+    response = lam.deliver(event)
+    assert response["source"] == "aws:sns" and response["chains"][0]["outcome"] == "started"
+    assert lam.invoker.jobs() == [{"n": 4, "job": "s1"}]
+    (_, hop0) = lam.invoker.calls[0]
+    assert lam.deliver(hop0)["result"] == expected(4)
+    assert lam.deliver(event)["chains"][0]["outcome"] == "joined"  # SNS retried the delivery: one chain
+
+    # An S3 notification inside SNS is unwrapped, as in SQS; S3's test event gives nothing; text is a job.
+    note = {"Records": [s3_record("inbox", "a+b.txt", "e1")]}
+    assert record_jobs(sns(note)) == record_jobs(note["Records"][0]) == record_jobs(sqs("m", note))
+    assert record_jobs(sns({"Service": "Amazon S3", "Event": "s3:TestEvent"})) == []
+    assert record_jobs(sns("Hello from SNS!")) == ["Hello from SNS!"]
+    assert record_jobs(sns([1, 2])) == [[1, 2]]
+    wrapped = {"Type": "Notification", "TopicArn": "arn:aws:sns:us-east-1:1:t", "Message": "plain text"}
+    assert record_jobs(sqs("m", wrapped)) == ["plain text"]  # SNS -> SQS: the same rule
+
+    # SNS invokes asynchronously, like S3: a job that cannot start fails the invocation, and SNS retries.
+    with pytest.raises(TriggerError, match=r"1 of 1 aws:sns record\(s\) could not start"):
+        lam.deliver({"Records": [sns({"n": 2, "invoke": "fail"}, "m2")]})
+    with pytest.raises(TriggerError, match=r"no Sns\.Message"):
+        record_jobs({"EventSource": "aws:sns", "Sns": {"Type": "Notification"}})
 
 
 def test_what_an_sqs_body_may_wrap() -> None:
@@ -384,7 +488,7 @@ def test_a_fifo_queue_reports_the_later_messages_of_a_failed_group(tmp_path: Any
     [
         ({"Records": []}, "empty trigger event"),
         ({"Records": "x"}, "'Records' is a str, not a list"),
-        ({"Records": [{"eventSource": "aws:sns"}]}, "eventSource 'aws:sns'"),
+        ({"Records": [{"eventSource": "aws:ses"}]}, "eventSource 'aws:ses'"),
         ({"Records": [None]}, r"Records\[0\] has eventSource None"),
         ({"Records": [sqs("m1", {}), kinesis("1", {})]}, "several sources"),
         ({"Records": [{k: v for k, v in sqs("m1", {}).items() if k != "messageId"}]}, "has no messageId"),

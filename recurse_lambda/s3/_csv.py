@@ -34,11 +34,13 @@ class _BadBytes(Exception):
 class _Feed:
     """The csv module's input: decoded physical lines, counting the bytes handed out."""
 
-    __slots__ = ("_codec", "_errors", "_lines", "consumed", "regions")
+    __slots__ = ("_codec", "_errors", "_lines", "consumed", "raised", "regions")
 
     def __init__(self, ranges: RangeFetcher, start: int, codec: str, bom: bool, errors: str) -> None:
         self.consumed = start
         self.regions = 0
+        #: The last exception the feed itself raised, told apart from the csv module's own errors.
+        self.raised: BaseException | None = None
         self._codec = codec
         self._errors = errors
         self._lines = self._physical(ranges, start, bom)
@@ -47,7 +49,13 @@ class _Feed:
         return self
 
     def __next__(self) -> str:
-        raw = next(self._lines)
+        try:
+            raw = next(self._lines)
+        except StopIteration:
+            raise
+        except BaseException as exc:
+            self.raised = exc
+            raise
         try:
             text = raw.decode(self._codec, self._errors)
         except UnicodeDecodeError as exc:
@@ -77,8 +85,10 @@ class CsvReader(_Reader[Any]):
     the file's own header row is skipped at ``start == 0``. Without any header, records are lists (blank lines
     give ``[]``, as with ``csv.reader``); dict rows follow ``csv.DictReader`` (``restkey``, ``restval``, blank
     lines skipped). Dialect options (``delimiter``, ``quotechar``, ``escapechar``, ``doublequote``,
-    ``skipinitialspace``, ``quoting``, ``strict``) go to the csv module. A record the csv module rejects
-    raises :class:`MalformedRecordError` after the records before it are delivered.
+    ``skipinitialspace``, ``quoting``, ``strict``) go to the csv module; ``quotechar=None`` without ``quoting``
+    means ``QUOTE_NONE``, as with ``csv.reader``. A record the csv module rejects (the header row included,
+    and a non-numeric unquoted field under ``QUOTE_NONNUMERIC``) raises :class:`MalformedRecordError` with
+    its offset, after the records before it are delivered.
     """
 
     def __init__(
@@ -108,6 +118,8 @@ class CsvReader(_Reader[Any]):
         self._restkey = restkey
         self._restval = restval
         self._dialect = dialect
+        if "quotechar" in fmtparams and fmtparams["quotechar"] is None and "quoting" not in fmtparams:
+            fmtparams["quoting"] = csv.QUOTE_NONE  # what csv.reader infers, whatever the dialect
         self._fmtparams = fmtparams
         csv.reader([], dialect, **fmtparams)  # reject bad dialect options now, not at the first read
         self._feed: _Feed | None = None
@@ -126,7 +138,7 @@ class CsvReader(_Reader[Any]):
         feed = self._new_feed(self._ranges(), self.start)
         rows = csv.reader(feed, self._dialect, **self._fmtparams)
         if self._has_header and self.start == 0:
-            first = next(rows, None)
+            first = self._header_row(feed, rows)
             if self._header is None:
                 self._header = first
             self.position = feed.consumed
@@ -141,9 +153,28 @@ class CsvReader(_Reader[Any]):
     def _read_header(self) -> list[str] | None:
         ranges = self._ranges(0, min(self._range_size, _HEADER_RANGE))
         try:
-            return next(csv.reader(self._new_feed(ranges, 0), self._dialect, **self._fmtparams), None)
+            feed = self._new_feed(ranges, 0)
+            return self._header_row(feed, csv.reader(feed, self._dialect, **self._fmtparams))
         finally:
             ranges.close()
+
+    def _header_row(self, feed: _Feed, rows: Iterator[list[str]]) -> list[str] | None:
+        """The first row, or None for an empty object; a malformed one is a MalformedRecordError at 0."""
+        try:
+            return next(rows, None)
+        except (csv.Error, _BadBytes, ValueError) as exc:
+            if exc is feed.raised:
+                raise
+            raise self._malformed(exc, 0) from (exc.__cause__ or exc)
+
+    def _malformed(self, exc: BaseException, offset: int) -> MalformedRecordError:
+        message = str(exc) if isinstance(exc, (csv.Error, _BadBytes)) else f"{type(exc).__name__}: {exc}"
+        return MalformedRecordError(
+            message,
+            offset=offset,
+            bucket=getattr(self.source, "bucket", None),
+            key=getattr(self.source, "key", None),
+        )
 
     def _as_dict(self, row: list[str], header: list[str]) -> dict[Any, Any]:
         record: dict[Any, Any] = dict(zip(header, row, strict=False))
@@ -167,14 +198,11 @@ class CsvReader(_Reader[Any]):
                 row = next(rows)
             except StopIteration:
                 break
-            except (csv.Error, _BadBytes) as exc:
+            except (csv.Error, _BadBytes, ValueError) as exc:
+                if exc is feed.raised:  # the source's own error (a failed read), not a malformed record
+                    raise
                 block = _ListBlock(records, starts, ends, block_start, at)
-                block.error = MalformedRecordError(
-                    str(exc),
-                    offset=at,
-                    bucket=getattr(self.source, "bucket", None),
-                    key=getattr(self.source, "key", None),
-                )
+                block.error = self._malformed(exc, at)
                 block.error.__cause__ = exc.__cause__ or exc
                 yield block
                 return

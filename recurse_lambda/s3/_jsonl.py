@@ -12,9 +12,14 @@ from ._readers import DEFAULT_PREFETCH, DEFAULT_RANGE_SIZE, MalformedRecordError
 
 __all__ = ["JsonLinesReader"]
 
+_JSON_WHITESPACE = b" \t\r\n"  # RFC 8259's whitespace; bytes.isspace() also accepts \x0b and \x0c
+
 
 class JsonLinesReader(_Reader[Any]):
     """One decoded JSON value per line; blank lines are ignored. ``end`` makes a shard, as for ``LineReader``.
+
+    Blank means empty or JSON whitespace only (space, tab, CR, LF); a line of form feeds or vertical tabs is
+    handed to ``loads`` like any other, so it is malformed.
 
     A malformed line raises :class:`MalformedRecordError` (after the records before it are delivered) with
     ``on_error="raise"``; with ``"skip"`` it is passed over and listed in :attr:`skipped` as
@@ -67,8 +72,8 @@ class JsonLinesReader(_Reader[Any]):
             ends: list[int] = []
             block = _ListBlock(records, starts, ends, lines.start, lines.end)
             for k, line in enumerate(lines.records):
-                if not line or line.isspace():
-                    continue
+                if not line or (line.isspace() and not line.strip(_JSON_WHITESPACE)):
+                    continue  # blank: JSON whitespace only (\x0b and \x0c are not, so they fail in loads)
                 try:
                     value = loads(line)
                 except (ValueError, RecursionError) as exc:

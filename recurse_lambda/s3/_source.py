@@ -8,9 +8,11 @@ checkpoint, so every hop of a chain reads exactly the object the first hop saw. 
 from __future__ import annotations
 
 from collections.abc import MutableMapping
+from http.client import HTTPException
 from typing import Any, NoReturn
 
 from botocore.exceptions import BotoCoreError, ClientError
+from urllib3.exceptions import HTTPError as URLLib3Error
 
 from .._errors import (
     AccessDeniedError,
@@ -148,13 +150,43 @@ class PinnedSource:
             self._raise(exc, "read")
         except BotoCoreError as exc:  # connection reset, read timeout: transient, so the hop is retried
             raise S3Error(f"cannot read s3://{self._bucket}/{self._key}: {exc}") from exc
+        returned = response.get("ETag")
+        if returned is not None and str(returned) != self.etag:  # a server that ignored IfMatch
+            response["Body"].close()
+            raise ObjectChangedError(self._bucket, self._key, self.etag, str(returned))
         body = response["Body"]
         try:
             return bytes(body.read())
-        except BotoCoreError as exc:  # the connection broke mid-body: transient, retried
+        except (BotoCoreError, URLLib3Error, HTTPException, OSError) as exc:
+            # The body broke (IncompleteRead, reset, timeout). A server replacing the object may cut the body
+            # it is sending, so ask whether the pin still holds before calling the failure transient.
+            self._check_pin(exc)
             raise S3Error(f"cannot read s3://{self._bucket}/{self._key}: {exc}") from exc
         finally:
             body.close()
+
+    def _check_pin(self, cause: BaseException) -> None:
+        """Raise ``ObjectChangedError`` (or ``ObjectNotFoundError``) if the pinned object is gone; else return.
+
+        A HEAD that fails for another reason proves nothing, so the caller's transient error stands.
+        """
+        kwargs: dict[str, Any] = {"Bucket": self._bucket, "Key": self._key, "IfMatch": self.etag}
+        if self.version_id is not None:
+            kwargs["VersionId"] = self.version_id
+        try:
+            head = self._client.head_object(**kwargs)
+        except ClientError as exc:
+            code = error_code(exc)
+            if code in _CHANGED:
+                raise ObjectChangedError(self._bucket, self._key, self.etag, self._current_etag()) from cause
+            if code in _NOT_FOUND or code == "NoSuchVersion":
+                raise_s3_error(exc, self._bucket, self._key, "read")
+            return
+        except Exception:
+            return
+        current = head.get("ETag")
+        if current is not None and str(current) != self.etag:  # a server that ignored IfMatch
+            raise ObjectChangedError(self._bucket, self._key, self.etag, str(current)) from cause
 
     def _head(self, *, if_match: bool = False) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"Bucket": self._bucket, "Key": self._key}
