@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Generator
+import tempfile
+from collections.abc import Generator, Iterator
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
@@ -22,8 +24,25 @@ from recurse_lambda.local import Commit, FaultPlan, VirtualClock
 from tests.conftest import simulate
 
 # Hypothesis examples per run of the main property; each is a whole chain under a random fault schedule.
-# RECURSE_LAMBDA_SCHEDULES=5000 for a deeper search.
-SCHEDULES = int(os.environ.get("RECURSE_LAMBDA_SCHEDULES", "300"))
+# RECURSE_LAMBDA_SCHEDULES=20000 for a deeper search (docs/testing.md).
+SCHEDULES = int(os.environ.get("RECURSE_LAMBDA_SCHEDULES", "1000"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def containers_tmp_in_memory() -> Iterator[None]:
+    """Every simulated container has a /tmp directory of its own, and every invocation writes and removes a
+    marker file in it: a thousand schedules make tens of thousands of directory and file operations, which on
+    a busy disk cost more than the chains themselves. They go to a RAM-backed directory (Linux's /dev/shm)
+    when there is one; the simulator puts them wherever ``tempfile`` does."""
+    shm = "/dev/shm"
+    if not (os.path.isdir(shm) and os.access(shm, os.W_OK)):
+        yield
+        return
+    before, tempfile.tempdir = tempfile.tempdir, shm
+    try:
+        yield
+    finally:
+        tempfile.tempdir = before
 
 
 class Sum(BaseModel):
