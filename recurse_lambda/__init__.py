@@ -31,6 +31,7 @@ from ._errors import (
     S3Error,
     TriggerError,
 )
+from ._errors import publish_exceptions as _publish_exceptions
 from ._invoke import Invoker, InvokeThrottled, same_version_target
 from ._ledger import ChainRecord, ChainStatus, InMemoryLedger, Ledger
 from ._notify import ChainFailureNotice, FailureNotifier, NotifyError
@@ -114,3 +115,5 @@ __all__ = [
     "recursive",
     "same_version_target",
 ]
+
+_publish_exceptions(__name__, __all__, globals())  # tracebacks show recurse_lambda.ChainFailed, not ._errors

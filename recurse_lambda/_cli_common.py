@@ -39,6 +39,12 @@ class HopView:
     state: Any  # the handler's state object as the invocation left it (uncommitted if it died), or None
     elapsed: float  # wall seconds since the run began
 
+    @property
+    def committed(self) -> bool:
+        """Whether ``state`` is what the invocation committed (it handed off or finished), not only how far
+        the handler got before it timed out, crashed, raised, lost its lease or was failed."""
+        return self.outcome in ("handed_off", "succeeded")
+
 
 Progress = Callable[[HopView], None]
 
@@ -130,7 +136,8 @@ def generic_progress(stream: TextIO) -> Progress:
         if view.state is not None and hasattr(view.state, "model_dump_json"):
             # The state's JSON as a hop hands it on: NaN and infinities spelled "NaN", "Infinity", "-Infinity".
             state = strict_dumps(view.state.model_dump(mode="json", fallback=repr), separators=(",", ":"))
-            state = f"  state {state if len(state) <= 80 else state[:77] + '...'}"
+            label = "state" if view.committed else "uncommitted state"
+            state = f"  {label} {state if len(state) <= 80 else state[:77] + '...'}"
         print(
             f"[{view.elapsed:7.2f}s] #{view.number:<3} hop {hop:>3}  {view.outcome or '?':<12} "
             f"chunks {view.chunks:>4}{state}",

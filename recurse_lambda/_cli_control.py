@@ -173,6 +173,12 @@ def _failed(exc: RecurseLambdaError) -> int:
     return 1
 
 
+def _cli_advice(message: str) -> str:
+    """The library's messages name the Python argument (``stall_after=0``); a CLI user has the flag."""
+    message = message.replace("stall_after=0 (CLI: --stall-after 0)", "--stall-after 0")
+    return message.replace("stall_after=0", "--stall-after 0")
+
+
 # ---------------------------------------------------------------------------------------------- output
 
 
@@ -329,16 +335,17 @@ def cancel_command(args: argparse.Namespace) -> int:
 
 def resume_command(args: argparse.Namespace) -> int:
     control = _control(args)
-    if not control.signs:
-        print(
-            f"recurse-lambda: warning: {SIGNING_KEY_ENV} is not set: the envelope is sent unsigned, and a "
-            "function configured with a signing key rejects it",
-            file=sys.stderr,
-        )
     try:
         record = control.resume(args.chain_id, stall_after=args.stall_after)
     except RecurseLambdaError as exc:
-        return _failed(exc)
+        print(f"recurse-lambda: {_cli_advice(str(exc))}", file=sys.stderr)
+        return 1
+    if not control.signs:  # only once an envelope was actually sent: a refused resume sends nothing
+        print(
+            f"recurse-lambda: warning: {SIGNING_KEY_ENV} is not set: the envelope was sent unsigned, and a "
+            "function configured with a signing key rejects it",
+            file=sys.stderr,
+        )
     if args.json:
         print(strict_dumps(record_json(record), ensure_ascii=False, sort_keys=True))
     else:

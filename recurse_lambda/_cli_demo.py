@@ -150,6 +150,7 @@ def demo_progress(size: int) -> Progress:
         where = (
             "" if offset is None else f"  offset {offset / MB:7.2f}/{size / MB:.2f} MB {offset / size:6.1%}"
         )
+        where += "" if view.committed or offset is None else " (uncommitted)"
         hop = "-" if view.hop is None else str(view.hop)
         print(
             f"[{view.elapsed:6.2f}s] hop {hop:>3}{where}  chunks {view.chunks:>3}  {view.outcome}",

@@ -56,6 +56,29 @@ def plain(event, context):
     return None
 """
 
+FLAKY = """
+from pydantic import BaseModel
+from recurse_lambda import recursive
+
+
+class Step(BaseModel):
+    i: int = 0
+
+
+raised = []
+
+
+@recursive(state=Step, checkpoint_every_chunks=None)
+def handler(event, state, run):
+    while state.i < 5:
+        state.i += 1
+        if state.i == 3 and not raised:  # the first attempt raises with i = 3, of which nothing was committed
+            raised.append(state.i)
+            raise RuntimeError("flaky")
+        yield
+    return {"i": state.i}
+"""
+
 
 def sample_bytes(n_lines: int, seed: int) -> bytes:
     """LF and CRLF lines of varied length, some multi-byte UTF-8, some empty; no newline at the end."""
@@ -234,6 +257,18 @@ def test_simulate_hands_off_between_hops_and_prints_the_timeline(
     out, err = capsys.readouterr()
     assert "status SUCCEEDED" in out and 'result: {"i": 25}' in out
     assert "handed_off" in out and "handed_off" in err  # more than one hop, shown as it ran
+
+
+def test_simulate_progress_marks_a_state_that_was_never_committed(
+    sleepy_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (sleepy_dir / "flaky_chain.py").write_text(FLAKY)
+    assert main(["simulate", "flaky_chain:handler", "--timeout", "5"]) == 0
+    _, err = capsys.readouterr()
+    errored, succeeded = [line for line in err.splitlines() if line.startswith("[")]
+    # The failed attempt got to i = 3 but committed nothing: its line must not present that as the state.
+    assert "error (RuntimeError)" in errored and errored.endswith('uncommitted state {"i":3}'), errored
+    assert "succeeded" in succeeded and succeeded.endswith('  state {"i":5}'), succeeded
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])

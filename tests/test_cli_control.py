@@ -262,8 +262,10 @@ def test_resume_of_a_missing_function_fails_and_stall_after_zero_retries(
     code, _, err = cli(capsys, "resume", "c1", *at(server, table))
     assert code == 1 and invokes.statuses == [404]
     assert "moved to hop 1" in err and "ResourceNotFoundException" in err and "--stall-after 0" in err
+    assert "stall_after" not in err  # the CLI user is told the flag, not the Python argument
     code, _, err = cli(capsys, "resume", "c1", *at(server, table))
     assert code == 1 and "handed off" in err and "stalled after 900 s" in err
+    assert "pass --stall-after 0 if you know the hand-off was lost" in err and "stall_after" not in err
     record = ledger.get("c1")
     assert record.hop == 1 and record.status.value == "RUNNING"
     code, _, err = cli(capsys, "resume", "c1", "--stall-after", "0", *at(server, table))
@@ -335,6 +337,17 @@ def test_cancel_a_running_chain_then_cancel_again(server, table, capsys):
     )
     code, _, err = cli(capsys, "resume", "c1", *at(server, table))
     assert code == 1 and "it is CANCELLED; only a FAILED chain" in err
+
+
+def test_a_refused_resume_does_not_warn_about_signing(server, table, env, capsys):
+    # No signing key: the warning is about an envelope sent unsigned, and a refused resume sends none.
+    env.delenv("RECURSE_LAMBDA_SIGNING_KEY", raising=False)
+    ledger = ledger_for(server, table)
+    ledger.start("c1", progress={"state": {}}, event={}, now=time.time(), function="f")
+    assert cli(capsys, "cancel", "c1", *at(server, table))[0] == 0
+    code, stdout, err = cli(capsys, "resume", "c1", *at(server, table))
+    assert (code, stdout) == (1, "")
+    assert "it is CANCELLED" in err and "SIGNING_KEY" not in err and "warning" not in err
 
 
 def test_the_table_may_come_from_the_environment(server, table, env, capsys):

@@ -92,6 +92,32 @@ def test_create_table_turns_ttl_on_for_expires_at(aws):
     assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "expires_at")
 
 
+def test_create_table_polls_every_second_until_the_table_is_active(moto_s3, monkeypatch):
+    # boto3's table_exists waiter sleeps 20 s between polls by default. moto makes a table ACTIVE at once, so
+    # a botocore hook answers the first two DescribeTable calls with CREATING; the waiter's sleeps are recorded
+    # (botocore's own time.sleep, not ours) instead of slept.
+    import botocore.waiter
+
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    polls: list[str] = []
+
+    def creating(model: Any, params: Any, **_: Any) -> Any:
+        polls.append(model.name)
+        if len(polls) <= 2:
+            return type("Response", (), {"status_code": 200, "headers": {}})(), {
+                "Table": {"TableName": TABLE, "TableStatus": "CREATING"}
+            }
+        return None
+
+    ddb.meta.events.register("before-call.dynamodb.DescribeTable", creating)
+    slept: list[float] = []
+    monkeypatch.setattr(botocore.waiter, "time", type("Time", (), {"sleep": staticmethod(slept.append)}))
+    DynamoDBLedger.create_table(ddb, TABLE)
+    assert polls == ["DescribeTable"] * 3
+    assert slept == [1, 1]
+    assert ddb.describe_table(TableName=TABLE)["Table"]["TableStatus"] == "ACTIVE"
+
+
 # ---------------------------------------------------------------------------------------------- the item
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Generator
+import tempfile
+from collections.abc import Generator, Iterator
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
@@ -22,8 +24,25 @@ from recurse_lambda.local import Commit, FaultPlan, VirtualClock
 from tests.conftest import simulate
 
 # Hypothesis examples per run of the main property; each is a whole chain under a random fault schedule.
-# RECURSE_LAMBDA_SCHEDULES=5000 for a deeper search.
-SCHEDULES = int(os.environ.get("RECURSE_LAMBDA_SCHEDULES", "300"))
+# RECURSE_LAMBDA_SCHEDULES=20000 for a deeper search (docs/testing.md).
+SCHEDULES = int(os.environ.get("RECURSE_LAMBDA_SCHEDULES", "1000"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def containers_tmp_in_memory() -> Iterator[None]:
+    """Every simulated container has a /tmp directory of its own, and every invocation writes and removes a
+    marker file in it: a thousand schedules make tens of thousands of directory and file operations, which on
+    a busy disk cost more than the chains themselves. They go to a RAM-backed directory (Linux's /dev/shm)
+    when there is one; the simulator puts them wherever ``tempfile`` does."""
+    shm = "/dev/shm"
+    if not (os.path.isdir(shm) and os.access(shm, os.W_OK)):
+        yield
+        return
+    before, tempfile.tempdir = tempfile.tempdir, shm
+    try:
+        yield
+    finally:
+        tempfile.tempdir = before
 
 
 class Sum(BaseModel):
@@ -99,6 +118,10 @@ def test_faults_never_fork_lose_or_corrupt_a_chain(plan, seed, n, timeout, heavy
         assert 0 <= state.i <= n and state.total == sum(i * 7 + 1 for i in range(state.i))
         assert report.error
     assert_no_fork(sim.commits)
+    dropped = [r for r in report.rows if r.outcome in ("duplicate", "stale") and r.kind != "destination"]
+    assert report.duplicates_dropped == len(
+        dropped
+    )  # an on-failure record that found nothing is no duplicate
     if not plan.any:
         assert report.status == "SUCCEEDED" and report.retries == 0
 
@@ -133,3 +156,17 @@ def test_fencing_prevents_a_fork_even_when_leases_expire_while_their_owner_runs(
     takeovers = [r for r in report.rows if r.kind == "duplicate" and r.chunks > 0]
     if takeovers:  # whoever was overtaken stopped at its next commit
         assert any(r.outcome == "lost_lease" for r in report.rows)
+
+
+def test_a_destination_record_for_a_hop_that_committed_is_not_a_dropped_duplicate():
+    # The last attempt commits the chain's result, then dies: Lambda gives the event up and the on-failure
+    # record arrives for a chain that has ended. That row is stale, but it is not a duplicate delivery.
+    clock = VirtualClock()
+    handler = chain(clock, [0.1] * 5, max_attempts=1)
+    plan = FaultPlan(crash_at=(("after_finish", 1),))
+    sim = simulate(handler, timeout=2.0, clock=clock, faults=plan, max_retry_attempts=0)
+    report = sim.run({"job": 1})
+    assert report.status == "SUCCEEDED" and report.result == fault_free(5)
+    assert [(r.kind, r.outcome) for r in report.rows] == [("first", "crash"), ("destination", "stale")]
+    assert report.duplicates_dropped == 0 and report.summary()["duplicates_dropped"] == 0
+    assert "0 duplicates dropped" in report.timeline()

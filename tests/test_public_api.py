@@ -52,3 +52,29 @@ def test_the_package_ships_its_type_marker():
     from importlib.resources import files
 
     assert files("recurse_lambda").joinpath("py.typed").is_file()
+
+
+@pytest.mark.parametrize("module", [recurse_lambda, recurse_lambda.local])
+def test_every_exported_exception_shows_its_public_module(module):
+    # pytest and tracebacks print type(exc).__module__: users should read recurse_lambda.ChainFailed, the name
+    # they import and catch, not recurse_lambda._errors.ChainFailed.
+    exceptions = [
+        value
+        for value in (getattr(module, name) for name in module.__all__)
+        if isinstance(value, type) and issubclass(value, BaseException)
+    ]
+    assert len(exceptions) > (20 if module is recurse_lambda else 2)
+    for exc in exceptions:
+        private = [part for part in exc.__module__.split(".") if part.startswith("_")]
+        assert not private, f"{exc.__qualname__} shows as {exc.__module__}"
+        assert getattr(sys.modules[exc.__module__], exc.__qualname__) is exc
+
+
+def test_a_failed_chain_shows_its_public_name_in_a_traceback():
+    import pickle
+    import traceback
+
+    error = recurse_lambda.ChainFailed("c1", "boom", {"i": 3})
+    assert traceback.format_exception_only(error)[0] == "recurse_lambda.ChainFailed: chain c1 failed: boom\n"
+    simple = recurse_lambda.ConfigurationError("bad")  # pickled by reference: the public name resolves
+    assert type(pickle.loads(pickle.dumps(simple))) is recurse_lambda.ConfigurationError

@@ -38,6 +38,7 @@ _FREE_OR_EXPIRED = "attribute_not_exists(#owner) OR #lease_until <= :now"
 _CLAIMABLE = f"{_RUNNING_AT_HOP} AND ({_FREE_OR_EXPIRED} OR #owner = :owner)"
 _TOKENS = re.compile(r"[#:]\w+")
 _THROTTLED = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
+_TABLE_WAIT = {"Delay": 1, "MaxAttempts": 300}  # create_table: poll every second, for five minutes at most
 
 
 class DynamoDBLedger:
@@ -74,14 +75,18 @@ class DynamoDBLedger:
 
     @staticmethod
     def create_table(client: Any, name: str) -> None:
-        """Create a ledger table (on-demand capacity, TTL on ``expires_at``) and wait until it is active."""
+        """Create a ledger table (on-demand capacity, TTL on ``expires_at``) and wait until it is active.
+
+        The wait polls every second (boto3's default waiter polls every 20 s, while a new on-demand table is
+        usually active within seconds), for at most five minutes.
+        """
         client.create_table(
             TableName=name,
             KeySchema=[{"AttributeName": "chain_id", "KeyType": "HASH"}],
             AttributeDefinitions=[{"AttributeName": "chain_id", "AttributeType": "S"}],
             BillingMode="PAY_PER_REQUEST",
         )
-        client.get_waiter("table_exists").wait(TableName=name)
+        client.get_waiter("table_exists").wait(TableName=name, WaiterConfig=_TABLE_WAIT)
         client.update_time_to_live(
             TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
         )

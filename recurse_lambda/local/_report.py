@@ -74,7 +74,12 @@ class ChainReport:
 
     @property
     def duplicates_dropped(self) -> int:
-        return self.count("duplicate", "stale")
+        """Deliveries of a hop that another invocation owned or had already moved past.
+
+        An on-failure destination record is not a duplicate: when it finds the chain moved on or ended (the
+        invocation Lambda gave up on had committed before it died), its row says ``stale`` but is not counted.
+        """
+        return sum(1 for r in self.rows if r.outcome in ("duplicate", "stale") and r.kind != "destination")
 
     @property
     def timeouts(self) -> int:
