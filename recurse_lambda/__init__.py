@@ -4,11 +4,27 @@ Importing this package is light: no boto3 client is created, and the simulator, 
 are imported only when used.
 """
 
-from ._clock import Clock, SystemClock
-from ._config import ChainConfig, EmptyState
-from ._control import ChainControl, ChainStateError, UnknownChainError
-from ._envelope import ENVELOPE_KEY, Envelope, EnvelopeCodec, SpillStore
-from ._errors import (
+from .chain.handler import RecursiveHandler, recursive
+from .chain.warm import WarmState
+from .chain.world import InvocationStats, Outcome, Run, World
+from .config import ChainConfig, EmptyState
+from .control import ChainControl, ChainStateError, UnknownChainError
+from .core.clock import Clock, SystemClock
+from .core.codec import ENVELOPE_KEY, Envelope, EnvelopeCodec, SpillStore
+from .core.invoke import Invoker, InvokeThrottled, same_version_target
+from .core.ledger import ChainRecord, ChainStatus, InMemoryLedger, Ledger
+from .core.notify import ChainFailureNotice, FailureNotifier, NotifyError
+from .core.policy import (
+    BudgetPolicy,
+    BudgetState,
+    ChunkTimings,
+    HandOffTimings,
+    Policy,
+    after_chunks,
+    fixed_margin,
+    predictive,
+)
+from .errors import (
     AccessDeniedError,
     BucketNotFoundError,
     BudgetError,
@@ -31,24 +47,8 @@ from ._errors import (
     S3Error,
     TriggerError,
 )
-from ._errors import publish_exceptions as _publish_exceptions
-from ._invoke import Invoker, InvokeThrottled, same_version_target
-from ._ledger import ChainRecord, ChainStatus, InMemoryLedger, Ledger
-from ._notify import ChainFailureNotice, FailureNotifier, NotifyError
-from ._policy import (
-    BudgetPolicy,
-    BudgetState,
-    ChunkTimings,
-    HandOffTimings,
-    Policy,
-    after_chunks,
-    fixed_margin,
-    predictive,
-)
-from ._recursive import RecursiveHandler, recursive
-from ._shards import Shard, Shards, SourceRef
-from ._warm import WarmState
-from ._world import InvocationStats, Outcome, Run, World
+from .errors import publish_exceptions as _publish_exceptions
+from .shards.plan import Shard, Shards, SourceRef
 
 __version__ = "0.1.0"
 

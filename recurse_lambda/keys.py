@@ -19,9 +19,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote_plus
 
-from ._envelope import canonical
-from ._errors import ConfigurationError
-from ._shards import SHARD_ID_PREFIX
+from .core.codec import canonical
+from .errors import ConfigurationError
+from .shards.plan import SHARD_ID_PREFIX
 
 __all__ = ["from_fields", "s3_object"]
 

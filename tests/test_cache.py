@@ -15,7 +15,7 @@ import pytest
 from botocore.exceptions import ClientError, ResponseStreamingError
 from moto import mock_aws
 
-from recurse_lambda._errors import (
+from recurse_lambda.errors import (
     AccessDeniedError,
     BucketNotFoundError,
     ConfigurationError,

@@ -189,7 +189,7 @@ def test_demo_counts_the_sample_and_prints_the_timeline(capsys: pytest.CaptureFi
 
 
 def test_demo_sample_matches_the_contract_independently() -> None:
-    from recurse_lambda._cli_demo import count_lines, sample_object
+    from recurse_lambda.cli.demo import count_lines, sample_object
 
     data = sample_object(300_000, seed=1)
     assert data == sample_object(300_000, seed=1)  # deterministic
@@ -398,7 +398,7 @@ def test_a_timeline_that_cannot_be_written_is_refused_before_the_run(
 def test_a_timeline_write_that_fails_after_the_run_is_reported(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from recurse_lambda._cli_common import write_timeline
+    from recurse_lambda.cli.common import write_timeline
     from recurse_lambda.local import ChainReport
 
     report = ChainReport(chain_id="c", status="SUCCEEDED")

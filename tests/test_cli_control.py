@@ -405,7 +405,7 @@ def test_the_commands_are_listed_in_help(capsys):
 
 
 def test_describe_never_shows_state_without_asking():
-    from recurse_lambda._cli_control import describe
+    from recurse_lambda.cli.control import describe
 
     ledger = InMemoryLedger()
     ledger.start("c", progress={"state": {"k": "v-secret"}, "chunks": 2}, event={"e": "e-secret"}, now=100.0)

@@ -31,8 +31,8 @@ from recurse_lambda import (
     keys,
     recursive,
 )
-from recurse_lambda._control import ChainControl, ChainStateError, UnknownChainError, code_version_of
 from recurse_lambda.aws import LambdaInvoker, S3SpillStore
+from recurse_lambda.control import ChainControl, ChainStateError, UnknownChainError, code_version_of
 from recurse_lambda.local import FakeContext, MemorySpillStore, VirtualClock
 from tests.conftest import Counter, expected
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from recurse_lambda import InMemoryLedger, Ledger
-from tests.ledger_contract import LedgerContract
+from recurse_lambda.testing.ledger_contract import LedgerContract
 
 
 class TestInMemoryLedger(LedgerContract):

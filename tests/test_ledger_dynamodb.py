@@ -30,7 +30,7 @@ from recurse_lambda import (
 )
 from recurse_lambda.aws import DynamoDBLedger, LedgerError
 from recurse_lambda.local import FakeContext
-from tests.ledger_contract import P0, P1, LedgerContract
+from recurse_lambda.testing.ledger_contract import P0, P1, LedgerContract
 
 TABLE = "chains"
 BUCKET = "ledger-offload"

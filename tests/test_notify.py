@@ -16,8 +16,8 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from recurse_lambda import ConfigurationError, RecurseLambdaError
-from recurse_lambda._notify import ChainFailureNotice, FailureNotifier, NotifyError, send_notice
 from recurse_lambda.aws._notify import EventBridgeNotifier, SnsNotifier, SqsNotifier
+from recurse_lambda.core.notify import ChainFailureNotice, FailureNotifier, NotifyError, send_notice
 
 REGION = "us-east-1"
 FN = "arn:aws:lambda:us-east-1:123456789012:function:lines:7"

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from recurse_lambda import InvocationStats, Outcome
-from recurse_lambda._observe import (
+from recurse_lambda.chain.observe import (
     cursor_summary,
     emf_metrics,
     hop_log_record,

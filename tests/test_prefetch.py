@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from recurse_lambda._errors import ObjectChangedError
+from recurse_lambda.errors import ObjectChangedError
 from recurse_lambda.s3._jsonl import JsonLinesReader
 from recurse_lambda.s3._lines import LineReader
 from recurse_lambda.s3._prefetch import RangeFetcher

@@ -57,7 +57,7 @@ def test_the_package_ships_its_type_marker():
 @pytest.mark.parametrize("module", [recurse_lambda, recurse_lambda.local])
 def test_every_exported_exception_shows_its_public_module(module):
     # pytest and tracebacks print type(exc).__module__: users should read recurse_lambda.ChainFailed, the name
-    # they import and catch, not recurse_lambda._errors.ChainFailed.
+    # they import and catch, not recurse_lambda.errors.ChainFailed.
     exceptions = [
         value
         for value in (getattr(module, name) for name in module.__all__)

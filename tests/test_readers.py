@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from recurse_lambda._errors import ObjectChangedError, RecurseLambdaError, S3Error
+from recurse_lambda.errors import ObjectChangedError, RecurseLambdaError, S3Error
 from recurse_lambda.s3 import _lines
 from recurse_lambda.s3._csv import CsvReader
 from recurse_lambda.s3._jsonl import JsonLinesReader

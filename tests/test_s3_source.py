@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from recurse_lambda._errors import (
+from recurse_lambda.errors import (
     AccessDeniedError,
     BucketNotFoundError,
     ObjectChangedError,

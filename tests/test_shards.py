@@ -24,9 +24,9 @@ from recurse_lambda import (
     Shards,
     recursive,
 )
-from recurse_lambda._control import ChainStateError
-from recurse_lambda._shards import SHARD_KEY, ObjectInfo, plan_shards, shard_chain_id, shard_chain_ids
+from recurse_lambda.control import ChainStateError
 from recurse_lambda.local import FaultPlan, Simulator, VirtualClock
+from recurse_lambda.shards.plan import SHARD_KEY, ObjectInfo, plan_shards, shard_chain_id, shard_chain_ids
 
 
 class Tally(BaseModel):
@@ -642,7 +642,7 @@ def test_a_chain_id_in_the_shards_namespace_is_refused_clearly(moto_s3):
 def test_a_job_split_before_the_reserved_prefix_still_finds_its_shards(moto_s3):
     """A job in flight across an upgrade: its plan has no "ids" entry, so its shards keep their ``job/i`` ids."""
     from recurse_lambda import EnvelopeCodec
-    from recurse_lambda._envelope import Envelope
+    from recurse_lambda.core.codec import Envelope
 
     clock, ledger = VirtualClock(), InMemoryLedger()
     t = clock.time()

@@ -21,8 +21,8 @@ from recurse_lambda import (
     after_chunks,
     recursive,
 )
-from recurse_lambda._state_codec import dump_state, jsonable, load_state, strict_dumps
 from recurse_lambda.cli import main
+from recurse_lambda.core.state_codec import dump_state, jsonable, load_state, strict_dumps
 from recurse_lambda.local import FakeContext, MemorySpillStore, VirtualClock
 from tests.conftest import simulate
 
@@ -163,7 +163,7 @@ def test_an_event_holding_nan_is_refused_not_forwarded() -> None:
 
 
 def test_the_envelope_codec_refuses_non_finite_values() -> None:
-    from recurse_lambda._envelope import Envelope, EnvelopeCodec
+    from recurse_lambda.core.codec import Envelope, EnvelopeCodec
 
     env = Envelope("c", 1, {"state": {"x": math.inf}, "chunks": 0, "pins": {}}, {}, 0.0)
     with pytest.raises(ConfigurationError, match=r"\['progress'\]\['state'\]\['x'\] is NaN or infinite"):

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from recurse_lambda import ENVELOPE_KEY, WarmState
-from recurse_lambda._clock import SystemClock
+from recurse_lambda.core.clock import SystemClock
 from recurse_lambda.local import FakeContext
 from recurse_lambda.triggers import record_jobs, start_chain
 

@@ -1,6 +1,6 @@
 """AWS implementations of the core protocols. Each is replaceable and creates its boto3 client lazily."""
 
-from .._errors import LedgerError
+from ..errors import LedgerError
 from ._dynamodb import DynamoDBLedger
 from ._env import ledger_from_env
 from ._lambda import LambdaInvoker

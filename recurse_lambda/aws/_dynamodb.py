@@ -1,6 +1,6 @@
 """The DynamoDB chain ledger: one item per chain, every transition one conditional write (DESIGN §4).
 
-The conditions are those of the table in :mod:`recurse_lambda._ledger`, written as ``ConditionExpression`` s.
+The conditions are those of the table in :mod:`recurse_lambda.core.ledger`, written as ``ConditionExpression`` s.
 A transition asks for ``ReturnValues="ALL_NEW"`` (the new record comes back with the write) and
 ``ReturnValuesOnConditionCheckFailure="ALL_OLD"`` (a refused write says why without a second read).
 
@@ -23,9 +23,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .._errors import LedgerConflict, LedgerError, LostLeaseError
-from .._ledger import ChainRecord, ChainStatus
-from .._warm import boto3_client
+from ..chain.warm import boto3_client
+from ..core.ledger import ChainRecord, ChainStatus
+from ..errors import LedgerConflict, LedgerError, LostLeaseError
 from ._dynamodb_items import Item, ItemCodec
 from ._dynamodb_items import n as _n
 from ._dynamodb_items import s as _s

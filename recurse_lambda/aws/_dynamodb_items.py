@@ -27,8 +27,8 @@ from urllib.parse import quote
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .._errors import LedgerError
-from .._ledger import ChainRecord, ChainStatus
+from ..core.ledger import ChainRecord, ChainStatus
+from ..errors import LedgerError
 
 Item = dict[str, Any]
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from .._errors import HandOffError
-from .._invoke import InvokeThrottled
+from ..core.invoke import InvokeThrottled
+from ..errors import HandOffError
 
 
 def _retry_after(error: ClientError) -> float | None:

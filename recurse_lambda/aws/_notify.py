@@ -12,7 +12,7 @@ Which to pick:
 
 Every notifier sends the notice's JSON (:meth:`ChainFailureNotice.to_json`) and leaves the state out unless
 ``include_state=True``. botocore errors become :class:`NotifyError`; the runner logs it and carries on (see
-:func:`recurse_lambda._notify.send_notice`), so a notifier never masks the chain's failure.
+:func:`recurse_lambda.core.notify.send_notice`), so a notifier never masks the chain's failure.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .._errors import ConfigurationError
-from .._notify import NOTICE_TYPE, ChainFailureNotice, NotifyError
-from .._warm import boto3_client
+from ..chain.warm import boto3_client
+from ..core.notify import NOTICE_TYPE, ChainFailureNotice, NotifyError
+from ..errors import ConfigurationError
 
 __all__ = ["EventBridgeNotifier", "SnsNotifier", "SqsNotifier"]
 

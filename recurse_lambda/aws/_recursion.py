@@ -14,8 +14,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .._errors import ConfigurationError
-from .._warm import boto3_client
+from ..chain.warm import boto3_client
+from ..errors import ConfigurationError
 
 __all__ = ["RecursionGuard", "RecursionNotAllowed"]
 

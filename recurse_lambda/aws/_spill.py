@@ -7,7 +7,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from .._errors import EnvelopeError, HandOffError
+from ..errors import EnvelopeError, HandOffError
 
 
 class S3SpillStore:

@@ -1,6 +1,6 @@
 """The local simulator: a fake context, virtual and wall clocks, and an in-process Lambda that breaks things."""
 
-from .._errors import publish_exceptions as _publish_exceptions
+from ..errors import publish_exceptions as _publish_exceptions
 from ._clocks import CpuClock, InvocationKilled, SimClock, VirtualClock, WallClock
 from ._context import FakeContext
 from ._faults import POINTS, FaultPlan, InjectedError, SimulatedCrash

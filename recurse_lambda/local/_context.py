@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._clock import Clock
+from ..core.clock import Clock
 
 
 class FakeContext:

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._errors import ChainFailed
+from ..errors import ChainFailed
 
 
 @dataclass

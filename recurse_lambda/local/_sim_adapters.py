@@ -8,9 +8,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .._errors import ConfigurationError, EnvelopeError
-from .._invoke import InvokeThrottled
-from .._ledger import ChainRecord, ChainStatus, Ledger
+from ..core.invoke import InvokeThrottled
+from ..core.ledger import ChainRecord, ChainStatus, Ledger
+from ..errors import ConfigurationError, EnvelopeError
 from ._faults import InvocationFaults
 
 if TYPE_CHECKING:

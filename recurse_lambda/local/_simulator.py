@@ -27,12 +27,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._envelope import SpillStore
-from .._errors import ConfigurationError
-from .._ledger import InMemoryLedger, Ledger
-from .._recursive import RecursiveHandler
-from .._warm import WarmState
-from .._world import InvocationStats, World
+from ..chain.handler import RecursiveHandler
+from ..chain.warm import WarmState
+from ..chain.world import InvocationStats, World
+from ..core.codec import SpillStore
+from ..core.ledger import InMemoryLedger, Ledger
+from ..errors import ConfigurationError
 from ._clocks import InvocationKilled, SimClock, VirtualClock
 from ._context import FakeContext
 from ._faults import FaultPlan, InjectedError, InvocationFaults, SimulatedCrash

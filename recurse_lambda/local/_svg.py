@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from .._shards import SHARD_ID_PREFIX
+from ..shards.plan import SHARD_ID_PREFIX
 
 if TYPE_CHECKING:
     from ._report import ChainReport, InvocationRow

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from .._errors import ConfigurationError
+from ..errors import ConfigurationError
 
 __all__ = ["EmbeddedS3", "MissingExtraError", "environment_clients", "isolated_session"]
 

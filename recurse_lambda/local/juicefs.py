@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from .._errors import RecurseLambdaError
+from ..errors import RecurseLambdaError
 
 __all__ = ["JuiceFSError", "JuiceFSGateway", "find_juicefs"]
 

@@ -16,8 +16,8 @@ from typing import IO, Any
 from botocore.exceptions import BotoCoreError, ClientError
 from cachetools import LRUCache
 
-from .._clock import Clock, SystemClock
-from .._errors import (
+from ..core.clock import Clock, SystemClock
+from ..errors import (
     AccessDeniedError,
     BucketNotFoundError,
     ConfigurationError,

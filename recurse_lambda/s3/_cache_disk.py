@@ -22,7 +22,7 @@ from typing import IO, Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError
 
-from .._errors import S3Error
+from ..errors import S3Error
 
 __all__ = ["DiskTier", "Ident", "read_body"]
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .._errors import ObjectNotFoundError, S3Error
-from .._shards import ObjectInfo, SourceRef
+from ..errors import ObjectNotFoundError, S3Error
+from ..shards.plan import ObjectInfo, SourceRef
 from ._source import raise_s3_error
 
 __all__ = ["list_objects"]

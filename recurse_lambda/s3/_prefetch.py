@@ -6,7 +6,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol, runtime_checkable
 
-from .._errors import S3Error
+from ..errors import S3Error
 
 __all__ = ["ByteSource", "RangeFetcher", "read_full"]
 

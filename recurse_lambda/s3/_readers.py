@@ -20,9 +20,9 @@ from operator import add
 from types import TracebackType
 from typing import Generic, Self, TypeVar
 
-from .._errors import MalformedRecordError
+from ..errors import MalformedRecordError
+from ..shards.reader import ShardRanges
 from ._prefetch import ByteSource, RangeFetcher, _describe, check_window
-from ._shard import ShardRanges
 
 __all__ = ["DEFAULT_RANGE_SIZE", "Batch", "ByteSource", "ChunkReader", "MalformedRecordError"]
 

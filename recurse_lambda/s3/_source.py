@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 from botocore.exceptions import BotoCoreError, ClientError
 from urllib3.exceptions import HTTPError as URLLib3Error
 
-from .._errors import (
+from ..errors import (
     AccessDeniedError,
     BucketNotFoundError,
     ObjectChangedError,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from recurse_lambda._errors import BucketNotFoundError, ObjectNotFoundError
+from recurse_lambda.errors import BucketNotFoundError, ObjectNotFoundError
 from recurse_lambda.s3._cache import CacheStats, S3Cache
 
 pytestmark = pytest.mark.integration

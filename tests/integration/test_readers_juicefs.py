@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from recurse_lambda._errors import BucketNotFoundError, ObjectChangedError, ObjectNotFoundError
+from recurse_lambda.errors import BucketNotFoundError, ObjectChangedError, ObjectNotFoundError
 from recurse_lambda.s3 import CsvReader, JsonLinesReader, LineReader, PinnedSource
 
 pytestmark = pytest.mark.integration

@@ -7,23 +7,23 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._endings import chain_ended
-from ._envelope import ENVELOPE_KEY, Envelope, is_envelope
-from ._errors import (
+from ..core.codec import ENVELOPE_KEY, Envelope, is_envelope
+from ..core.ledger import ChainRecord, ChainStatus
+from ..errors import (
     ConfigurationError,
     EnvelopeError,
     EnvelopeSignatureError,
     LedgerConflict,
     RecurseLambdaError,
 )
-from ._join import redrive
-from ._ledger import ChainRecord, ChainStatus
-from ._shards import SHARD_KEY
-from ._warm import killed_chunk_error
-from ._world import Outcome
+from ..shards.job import redrive
+from ..shards.plan import SHARD_KEY
+from .report import chain_ended
+from .warm import killed_chunk_error
+from .world import Outcome
 
 if TYPE_CHECKING:
-    from ._runner import Hop  # the invocation these functions act for
+    from .hop import Hop  # the invocation these functions act for
 
 log = logging.getLogger("recurse_lambda")
 

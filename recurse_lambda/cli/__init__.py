@@ -12,14 +12,16 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from . import __version__
-from ._cli_common import UsageError
+from .. import __version__
+from .common import UsageError
 
 PROG = "recurse-lambda"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import _cli_control, _cli_demo, _cli_simulate
+    from . import control as _cli_control
+    from . import demo as _cli_demo
+    from . import simulate as _cli_simulate
 
     parser = argparse.ArgumentParser(
         prog=PROG,

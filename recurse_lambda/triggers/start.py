@@ -13,20 +13,20 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ._config import ChainConfig
-from ._deliveries import error_text
-from ._envelope import Envelope, is_envelope
-from ._errors import ConfigurationError, TriggerError
-from ._invoke import same_version_target
-from ._ledger import ChainStatus
-from ._observe import log_json
-from ._runner import codec_for
-from ._shards import SHARD_KEY
-from ._state_codec import dump_state
-from ._triggers_parse import S3_JOB_FIELDS, Source, TriggerRecord, trigger_records
-from ._world import World
-from .keys import default as default_chain_id
-from .keys import s3_object
+from ..chain.deliveries import error_text
+from ..chain.hop import codec_for
+from ..chain.observe import log_json
+from ..chain.world import World
+from ..config import ChainConfig
+from ..core.codec import Envelope, is_envelope
+from ..core.invoke import same_version_target
+from ..core.ledger import ChainStatus
+from ..core.state_codec import dump_state
+from ..errors import ConfigurationError, TriggerError
+from ..keys import default as default_chain_id
+from ..keys import s3_object
+from ..shards.plan import SHARD_KEY
+from .parse import S3_JOB_FIELDS, Source, TriggerRecord, trigger_records
 
 log = logging.getLogger("recurse_lambda")
 

@@ -8,8 +8,12 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ._envelope import DEFAULT_MAX_PAYLOAD_BYTES
-from ._errors import (
+from .core.codec import DEFAULT_MAX_PAYLOAD_BYTES
+from .core.ledger import Ledger
+from .core.notify import FailureNotifier
+from .core.policy import BudgetPolicy, predictive
+from .core.state_codec import check_state_model
+from .errors import (
     BucketNotFoundError,
     BudgetError,
     ConfigurationError,
@@ -19,11 +23,7 @@ from ._errors import (
     ObjectChangedError,
     ObjectNotFoundError,
 )
-from ._ledger import Ledger
-from ._notify import FailureNotifier
-from ._policy import BudgetPolicy, predictive
-from ._shards import Shards
-from ._state_codec import check_state_model
+from .shards.plan import Shards
 
 SIGNING_KEY_ENV = "RECURSE_LAMBDA_SIGNING_KEY"
 SPILL_BUCKET_ENV = "RECURSE_LAMBDA_SPILL_BUCKET"

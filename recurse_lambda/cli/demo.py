@@ -17,7 +17,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ._cli_common import (
+from ..chain.handler import RecursiveHandler
+from ..local import CpuClock, Simulator
+from .common import (
     HopView,
     Progress,
     UsageError,
@@ -30,8 +32,6 @@ from ._cli_common import (
     warm_up,
     write_timeline,
 )
-from ._recursive import RecursiveHandler
-from .local import CpuClock, Simulator
 
 BUCKET = "recurse-lambda-demo"
 KEY = "sample/lines.txt"
@@ -103,7 +103,7 @@ def load_example() -> ModuleType:
         with resources.as_file(shipped) as path:
             return load_module_from_file(name, path)
     # An editable install: the package lives in the repository, next to examples/.
-    repo = Path(__file__).resolve().parent.parent / "examples" / "line_count.py"
+    repo = Path(__file__).resolve().parents[2] / "examples" / "line_count.py"
     if repo.is_file():
         return load_module_from_file(name, repo)
     raise UsageError(
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive")
     check_timeline_path(args.timeline)
-    from .local.embedded_s3 import EmbeddedS3, MissingExtraError
+    from ..local.embedded_s3 import EmbeddedS3, MissingExtraError
 
     t0 = time.monotonic()
     example = load_example()

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ._errors import ConfigurationError
+from ..errors import ConfigurationError
 
 __all__ = [
     "NON_FINITE",

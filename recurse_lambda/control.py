@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._clock import Clock, SystemClock
-from ._config import SIGNING_KEY_ENV, SPILL_BUCKET_ENV, SPILL_PREFIX_ENV
-from ._envelope import (
+from .config import SIGNING_KEY_ENV, SPILL_BUCKET_ENV, SPILL_PREFIX_ENV
+from .core.clock import Clock, SystemClock
+from .core.codec import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     Envelope,
     EnvelopeCodec,
@@ -26,11 +26,11 @@ from ._envelope import (
     canonical,
     signing_key_from,
 )
-from ._errors import ConfigurationError, HandOffError, LedgerConflict, RecurseLambdaError
-from ._invoke import Invoker
-from ._join import end_job, shard_spec
-from ._ledger import ChainRecord, ChainStatus, Ledger
-from ._shards import shard_chain_ids
+from .core.invoke import Invoker
+from .core.ledger import ChainRecord, ChainStatus, Ledger
+from .errors import ConfigurationError, HandOffError, LedgerConflict, RecurseLambdaError
+from .shards.job import end_job, shard_spec
+from .shards.plan import shard_chain_ids
 
 __all__ = ["ChainControl", "ChainStateError", "UnknownChainError"]
 

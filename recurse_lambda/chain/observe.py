@@ -14,8 +14,8 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ._state_codec import strict_dumps
-from ._world import InvocationStats, Outcome
+from ..core.state_codec import strict_dumps
+from .world import InvocationStats, Outcome
 
 __all__ = [
     "cursor_summary",

@@ -15,11 +15,13 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._config import ChainConfig
-from ._deliveries import abandoned, error_text, not_claimed, refuse_internal_markers, rejected
-from ._endings import chain_ended, observe_invocation
-from ._envelope import Envelope, EnvelopeCodec, is_envelope, signing_key_from
-from ._errors import (
+from ..config import ChainConfig
+from ..core.codec import Envelope, EnvelopeCodec, is_envelope, signing_key_from
+from ..core.invoke import InvokeThrottled, same_version_target
+from ..core.ledger import ChainRecord, ChainStatus
+from ..core.policy import BudgetState
+from ..core.state_codec import dump_state, load_state, nonfinite_path
+from ..errors import (
     ChunkTooLargeError,
     ConfigurationError,
     EnvelopeError,
@@ -31,13 +33,12 @@ from ._errors import (
     MaxHopsExceeded,
     RecurseLambdaError,
 )
-from ._invoke import InvokeThrottled, same_version_target
-from ._join import drive_job, shard_failed, shard_spec, shard_succeeded, shard_view, user_event
-from ._ledger import ChainRecord, ChainStatus
-from ._policy import BudgetState
-from ._shards import check_user_chain_id
-from ._state_codec import dump_state, load_state, nonfinite_path
-from ._warm import (
+from ..keys import default as default_chain_id
+from ..shards.job import drive_job, shard_failed, shard_spec, shard_succeeded, shard_view, user_event
+from ..shards.plan import check_user_chain_id
+from .deliveries import abandoned, error_text, not_claimed, refuse_internal_markers, rejected
+from .report import chain_ended, observe_invocation
+from .warm import (
     LEARNED,
     FirstChunkMarker,
     killed_chunk_error,
@@ -46,8 +47,7 @@ from ._warm import (
     lost_hand_off,
     seed_warm,
 )
-from ._world import InvocationStats, Outcome, Run, World
-from .keys import default as default_chain_id
+from .world import InvocationStats, Outcome, Run, World
 
 log = logging.getLogger("recurse_lambda")
 

@@ -16,12 +16,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._cli_common import UsageError
-from ._config import SIGNING_KEY_ENV
-from ._control import ChainControl, parse_status
-from ._errors import ConfigurationError, RecurseLambdaError
-from ._ledger import ChainRecord, ChainStatus
-from ._state_codec import strict_dumps
+from ..config import SIGNING_KEY_ENV
+from ..control import ChainControl, parse_status
+from ..core.ledger import ChainRecord, ChainStatus
+from ..core.state_codec import strict_dumps
+from ..errors import ConfigurationError, RecurseLambdaError
+from .common import UsageError
 
 TABLE_ENV = "RECURSE_LAMBDA_TABLE"
 SUMMARY_CHARS = 200  # a result or error longer than this is cut in human output
@@ -151,7 +151,7 @@ def _control(args: argparse.Namespace) -> ChainControl:
     table = args.table or os.environ.get(TABLE_ENV)
     if not table:
         raise UsageError(f"no ledger table: pass --table NAME or set {TABLE_ENV}")
-    from .aws import DynamoDBLedger
+    from ..aws import DynamoDBLedger
 
     factory = _client_factory(args)
     clients: dict[str, Any] = {}

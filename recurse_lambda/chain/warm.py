@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ._errors import ChunkTooLargeError
-from ._policy import ChunkTimings, HandOffTimings
+from ..core.policy import ChunkTimings, HandOffTimings
+from ..errors import ChunkTooLargeError
 
 ClientFactory = Callable[[str], Any]
 
@@ -67,7 +67,7 @@ class WarmState:
     def cache(self) -> Any:
         """The container's S3 content cache (an ``S3Cache``), created on first use."""
         if self._cache is None:
-            from .s3 import S3Cache
+            from ..s3 import S3Cache
 
             self._cache = S3Cache()
         return self._cache

@@ -18,14 +18,14 @@ resend     RUNNING ∧ hop = n ∧ updated_at ≤ t ∧ lease_until ≤ t ∧ re
 abort      RUNNING ∧ part ∉ joined                                                  FAILED or CANCELLED, error
 ========== ======================================================================== ===========================
 
-``join`` is the counter of a sharded job (see :mod:`recurse_lambda._shards`): each finished shard adds its index
+``join`` is the counter of a sharded job (see :mod:`recurse_lambda.shards.plan`): each finished shard adds its index
 to the job's ``joined`` set. The count is the size of a set, so a shard delivered twice is counted once, and
 every join returns the new record, so exactly one caller sees the count reach the number of shards first.
 ``abort`` is its counterpart for a shard that fails or is cancelled: it ends the job at once, whoever holds it
 (an invocation of the job is fenced off at its next write, as by ``cancel``), so the job never waits for a
 delivery that may not come. A shard already joined has succeeded, so its stale failure cannot end the job.
 
-``resend`` is how an on-failure destination record acts on a hop (see :mod:`recurse_lambda._deliveries`): only
+``resend`` is how an on-failure destination record acts on a hop (see :mod:`recurse_lambda.chain.deliveries`): only
 on a hop that shows no sign of life since ``t`` (no write, and any lease expired, before ``t``), and only as
 often as the caller's bound. ``resends(n)`` counts the resends of hop ``n`` (``resent_hop`` names the hop the
 ``resends`` count is for; a later hop starts from 0). It also sets ``updated_at``, so the next record waits again.
@@ -46,7 +46,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
-from ._errors import LedgerConflict, LostLeaseError
+from ..errors import LedgerConflict, LostLeaseError
 
 __all__ = ["ChainRecord", "ChainStatus", "InMemoryLedger", "Ledger"]
 

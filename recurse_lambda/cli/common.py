@@ -18,10 +18,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TextIO
 
-from ._recursive import RecursiveHandler
-from ._state_codec import strict_dumps
-from ._world import InvocationStats, World
-from .local import ChainReport, InvocationKilled, SimulatedCrash
+from ..chain.handler import RecursiveHandler
+from ..chain.world import InvocationStats, World
+from ..core.state_codec import strict_dumps
+from ..local import ChainReport, InvocationKilled, SimulatedCrash
 
 
 class UsageError(Exception):
@@ -113,7 +113,7 @@ def preload() -> None:
     On Lambda that import happens once per container, at init; in the simulator it would land in the first
     chunk and make it look three times longer than the rest, which the budget policy takes as the chunk size.
     """
-    importlib.import_module(".s3", __package__)
+    importlib.import_module("..s3", __package__)
 
 
 def warm_up(client: Any, bucket: str, key: str) -> None:

@@ -16,8 +16,8 @@ from fnmatch import fnmatchcase
 from typing import Any
 from urllib.parse import unquote_plus
 
-from ._envelope import is_envelope
-from ._errors import TriggerError
+from ..core.codec import is_envelope
+from ..errors import TriggerError
 
 # What an S3 source gives the handler, in this order; a job with exactly these fields is keyed on the object.
 S3_JOB_FIELDS = ("bucket", "key", "etag", "version_id", "size")

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._cli_common import (
+from ..core.state_codec import strict_dumps
+from ..local import ChainReport, FaultPlan, SimClock, Simulator, VirtualClock, WallClock
+from .common import (
     UsageError,
     WatchedHandler,
     add_timeline_option,
@@ -25,8 +27,6 @@ from ._cli_common import (
     warm_up,
     write_timeline,
 )
-from ._state_codec import strict_dumps
-from .local import ChainReport, FaultPlan, SimClock, Simulator, VirtualClock, WallClock
 
 # Loose on purpose (legacy us-east-1 buckets may hold capitals and underscores), but S3 and moto refuse names
 # shorter than 3 characters: checked here so that `s3://b/k` is a usage error with a message, not a 400.
@@ -136,7 +136,7 @@ def s3_clients(endpoint: str | None, *, eager: bool) -> Iterator[Callable[[], An
     The embedded S3 starts now when ``eager`` (there are files to upload), else on the first client asked
     for, so a handler that never touches S3 runs without moto.
     """
-    from .local.embedded_s3 import EmbeddedS3, MissingExtraError, environment_clients
+    from ..local.embedded_s3 import EmbeddedS3, MissingExtraError, environment_clients
 
     if endpoint is not None:
         yield environment_clients(endpoint)

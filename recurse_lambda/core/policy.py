@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Protocol, runtime_checkable
 
-from ._errors import ChunkTooLargeError
+from ..errors import ChunkTooLargeError
 
 __all__ = [
     "BudgetPolicy",

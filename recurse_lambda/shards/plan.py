@@ -13,10 +13,10 @@ from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._errors import ConfigurationError
+from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from .s3 import Batch, S3Helpers
+    from ..s3 import Batch, S3Helpers
 
 __all__ = ["ObjectInfo", "Part", "Shard", "ShardReader", "Shards", "SourceRef", "plan_shards"]
 
@@ -262,7 +262,7 @@ class ShardReader:
         self, records: int | None = None, *, max_bytes: int | None = None
     ) -> Generator[Batch[Any], None, None]:
         """As a single reader's ``batches``; a batch never spans two parts."""
-        from .s3 import Batch
+        from ..s3 import Batch
 
         base = 0
         for part in self._parts:

@@ -19,8 +19,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from ._errors import RecurseLambdaError
-from ._state_codec import strict_dumps
+from ..errors import RecurseLambdaError
+from .state_codec import strict_dumps
 
 __all__ = [
     "NOTICE_TYPE",

@@ -7,15 +7,15 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ._envelope import Envelope
-from ._invoke import same_version_target
-from ._ledger import ChainRecord, ChainStatus
-from ._notify import ChainFailureNotice, send_notice
-from ._observe import cursor_summary, emf_metrics, hop_log_record, log_json, terminal_log_record
-from ._world import Outcome
+from ..core.codec import Envelope
+from ..core.invoke import same_version_target
+from ..core.ledger import ChainRecord, ChainStatus
+from ..core.notify import ChainFailureNotice, send_notice
+from .observe import cursor_summary, emf_metrics, hop_log_record, log_json, terminal_log_record
+from .world import Outcome
 
 if TYPE_CHECKING:
-    from ._runner import Hop
+    from .hop import Hop
 
 log = logging.getLogger("recurse_lambda")
 

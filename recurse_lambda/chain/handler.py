@@ -7,13 +7,13 @@ import os
 from collections.abc import Callable
 from typing import Any, overload
 
-from ._clock import SystemClock
-from ._config import ChainConfig
-from ._runner import Handler, Hop, is_destination_record
-from ._triggers_parse import trigger_records
-from ._triggers_start import dispatch
-from ._warm import WarmState
-from ._world import World
+from ..config import ChainConfig
+from ..core.clock import SystemClock
+from ..triggers.parse import trigger_records
+from ..triggers.start import dispatch
+from .hop import Handler, Hop, is_destination_record
+from .warm import WarmState
+from .world import World
 
 
 class RecursiveHandler:
@@ -51,7 +51,7 @@ class RecursiveHandler:
         Built once per container and reused; no client is created until it is first used.
         """
         if self._world is None:
-            from .aws import LambdaInvoker, S3SpillStore
+            from ..aws import LambdaInvoker, S3SpillStore
 
             warm = self.warm
             bucket = self.config.spill_bucket or os.environ.get("RECURSE_LAMBDA_SPILL_BUCKET")
@@ -74,7 +74,7 @@ class RecursiveHandler:
         """The container's RecursionGuard (asks GetFunctionRecursionConfig once per container)."""
         warm = self.warm
         if warm.recursion_guard is None:
-            from .aws._recursion import RecursionGuard
+            from ..aws._recursion import RecursionGuard
 
             warm.recursion_guard = RecursionGuard(
                 str(context.invoked_function_arn), client=warm.client_getter("lambda")

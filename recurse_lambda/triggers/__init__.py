@@ -13,13 +13,15 @@ itself, such as a Powertools ``BatchProcessor`` record handler::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._errors import TriggerError
-from ._recursive import RecursiveHandler
-from ._triggers_parse import DEFAULT_S3_EVENTS, S3_JOB_FIELDS, record_jobs, trigger_records
-from ._triggers_start import ChainStart, job_chain_id, start_job
-from ._world import World
+from ..errors import TriggerError
+from .parse import DEFAULT_S3_EVENTS, S3_JOB_FIELDS, record_jobs, trigger_records
+from .start import ChainStart, job_chain_id, start_job
+
+if TYPE_CHECKING:
+    from ..chain.handler import RecursiveHandler
+    from ..chain.world import World
 
 __all__ = [
     "DEFAULT_S3_EVENTS",
@@ -43,6 +45,8 @@ def start_chain(
     ``chain_id=`` or ``initial_state=`` raised, the job is a trigger event itself); calling it again for the
     same job is safe. ``world`` defaults to the handler's AWS world (the simulator passes its own).
     """
+    from ..chain.handler import RecursiveHandler  # the chain layer imports this package: import it late
+
     if not isinstance(handler, RecursiveHandler):
         raise TypeError(f"start_chain needs a @recursive handler, not {handler!r}")
     return start_job(handler.config, job, context, world if world is not None else handler.aws_world())

@@ -7,15 +7,15 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._clock import Clock
-from ._envelope import SpillStore
-from ._invoke import Invoker
-from ._ledger import Ledger
-from ._warm import WarmState
+from ..core.clock import Clock
+from ..core.codec import SpillStore
+from ..core.invoke import Invoker
+from ..core.ledger import Ledger
+from .warm import WarmState
 
 if TYPE_CHECKING:
-    from ._shards import Shard
-    from .s3 import S3Helpers
+    from ..s3 import S3Helpers
+    from ..shards.plan import Shard
 
 
 @dataclass
@@ -145,7 +145,7 @@ class Run:
     def s3(self) -> S3Helpers:
         """S3 helpers whose reads are pinned to the ETag recorded for the chain (created on first use)."""
         if self._s3 is None:
-            from .s3 import S3Helpers
+            from ..s3 import S3Helpers
 
             world = self._world
             getter = world.s3_client or world.warm.client_getter("s3")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-from ._errors import HandOffError
+from ..errors import HandOffError
 
 
 class InvokeThrottled(HandOffError):

@@ -25,14 +25,14 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._ledger import ChainRecord
+    from .core.ledger import ChainRecord
 
 
 def publish_exceptions(module: str, names: Iterable[str], namespace: Mapping[str, Any]) -> None:
-    """Give the exceptions a public module exports that module's name, where a private module defines them.
+    """Give the exceptions a public module exports that module's name, where one of its submodules defines them.
 
     Tracebacks and pytest then show ``recurse_lambda.ChainFailed``, the name users import and catch, rather
-    than ``recurse_lambda._errors.ChainFailed``. Only exception classes: for them ``__module__`` is only a
+    than ``recurse_lambda.errors.ChainFailed`` (both work). Only exception classes: for them ``__module__`` is only a
     name (pickling by reference still works, the public module has the class), while other classes and
     functions resolve their annotations in the globals of their ``__module__``.
     """
@@ -41,7 +41,7 @@ def publish_exceptions(module: str, names: Iterable[str], namespace: Mapping[str
         if (
             isinstance(value, type)
             and issubclass(value, BaseException)
-            and any(part.startswith("_") for part in value.__module__.split("."))
+            and value.__module__.startswith(module + ".")
         ):
             value.__module__ = module
 

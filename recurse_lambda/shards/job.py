@@ -1,4 +1,4 @@
-"""How the runner drives a sharded job (see :mod:`recurse_lambda._shards`) through the ledger.
+"""How the runner drives a sharded job (see :mod:`recurse_lambda.shards.plan`) through the ledger.
 
 The job is a chain of its own. Its hop 0 plans the shards (checkpointed, so a retry splits the same way),
 starts one chain per shard (idempotent starts), hands the job off to hop 1 *without* invoking it, and only then
@@ -22,17 +22,17 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._endings import chain_ended
-from ._envelope import Envelope
-from ._errors import LedgerConflict, LedgerError, LostLeaseError
-from ._invoke import same_version_target
-from ._ledger import ChainRecord, ChainStatus, Ledger
-from ._shards import SHARD_ID_PREFIX, SHARD_KEY, Part, Shard, plan_shards, shard_chain_ids, shard_part
-from ._state_codec import dump_state
-from ._world import Outcome, Run
+from ..chain.report import chain_ended
+from ..chain.world import Outcome, Run
+from ..core.codec import Envelope
+from ..core.invoke import same_version_target
+from ..core.ledger import ChainRecord, ChainStatus, Ledger
+from ..core.state_codec import dump_state
+from ..errors import LedgerConflict, LedgerError, LostLeaseError
+from .plan import SHARD_ID_PREFIX, SHARD_KEY, Part, Shard, plan_shards, shard_chain_ids, shard_part
 
 if TYPE_CHECKING:
-    from ._runner import Hop
+    from ..chain.hop import Hop
 
 log = logging.getLogger("recurse_lambda")
 
@@ -70,7 +70,7 @@ def drive_job(inv: Hop, state: Any, run: Run) -> dict[str, Any]:
     progress = dict(env.progress)
     plan = progress.get("shards")
     if plan is None:
-        from .s3._objects import list_objects  # the adapter layer, imported only by a job's first hop
+        from ..s3._objects import list_objects  # the adapter layer, imported only by a job's first hop
 
         client = (inv.world.s3_client or inv.world.warm.client_getter("s3"))()
         objects = list_objects(client, config.shards.source(env.event))

@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ._errors import ConfigurationError, EnvelopeError, EnvelopeSignatureError
-from ._state_codec import nonfinite_path
+from ..errors import ConfigurationError, EnvelopeError, EnvelopeSignatureError
+from .state_codec import nonfinite_path
 
 ENVELOPE_KEY = "__recurse_lambda__"
 FORMAT_VERSION = 1
