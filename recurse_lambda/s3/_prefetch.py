@@ -2,15 +2,71 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .._errors import S3Error
 
-__all__ = ["ByteSource", "RangeFetcher", "read_full"]
+__all__ = ["AUTO_PREFETCH", "AUTO_RANGE_SIZE", "ByteSource", "RangeFetcher", "concurrency_limit", "read_full"]
 
 _MAX_WORKERS = 16
+#: Ranged GETs in flight at most, whatever the memory and the connection pool allow.
+CEILING = 16
+#: Ranges in flight when an adaptive fetcher starts: what a consumer faster than one connection needs first.
+INITIAL_DEPTH = 2
+#: The share of the function's memory (``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``) the ranges may hold at once.
+MEMORY_SHARE = 0.25
+#: The memory assumed outside Lambda (MiB), when ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE`` is unset.
+DEFAULT_MEMORY_MB = 512
+#: botocore's default ``max_pool_connections``, assumed when the source's client does not say.
+DEFAULT_POOL = 10
+#: A consumer that waited less than this for a range was not held up by the fetching (timer noise).
+STARVED = 0.001
+#: With the automatic range size, the first range: the first batch comes sooner, whatever the latency.
+FIRST_RANGE = 1024 * 1024
+
+
+class _Auto(int):
+    """A default that the fetcher may tune (an ``int`` equal to the default, told apart by identity)."""
+
+    def __repr__(self) -> str:
+        return f"auto({int(self)})"
+
+
+#: The readers' default ``prefetch``: adaptive (see :class:`RangeFetcher`); any int given explicitly is fixed.
+AUTO_PREFETCH: int = _Auto(INITIAL_DEPTH)
+#: The readers' default ``range_size``: 8 MiB, with a smaller first range; an explicit size is used as is.
+AUTO_RANGE_SIZE: int = _Auto(8 * 1024 * 1024)
+
+
+def _pool_size(source: Any) -> int:
+    """The connection pool of the source's boto3 client (``max_pool_connections``), else botocore's default."""
+    client = getattr(source, "client", None) or getattr(source, "_client", None)
+    size = getattr(getattr(getattr(client, "meta", None), "config", None), "max_pool_connections", None)
+    return size if isinstance(size, int) and size > 0 else DEFAULT_POOL
+
+
+def memory_budget() -> int:
+    """Bytes the ranges of one fetcher may hold: :data:`MEMORY_SHARE` of the function's memory."""
+    try:
+        memory_mb = int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "") or DEFAULT_MEMORY_MB)
+    except ValueError:
+        memory_mb = DEFAULT_MEMORY_MB
+    return int(max(memory_mb, 1) * 1024 * 1024 * MEMORY_SHARE)
+
+
+def concurrency_limit(source: Any, range_size: int) -> int:
+    """The most ranged GETs an adaptive fetcher keeps in flight over ``source`` (at least 1).
+
+    Bounded by :data:`CEILING`; by the memory budget (the ranges in flight plus the one being parsed); and by
+    the client's connection pool less one, so that the fetcher never takes the last connection (another thread
+    of the function, a checkpoint for instance, would open one and throw it away afterwards).
+    """
+    by_memory = memory_budget() // max(range_size, 1) - 1
+    return max(1, min(CEILING, by_memory, _pool_size(source) - 1))
 
 
 @runtime_checkable
@@ -69,6 +125,13 @@ class RangeFetcher:
     caller asks for them (a shard's last record may run past its end, by an unknown length). A failed
     background read is raised in the caller's thread, as the same exception. ``close`` cancels what has not
     started, waits for what has, and leaves no thread behind.
+
+    With ``prefetch=AUTO_PREFETCH`` (the readers' default) the depth adapts: it starts at
+    :data:`INITIAL_DEPTH` ranges in flight and grows by one each time the caller had to wait for a range
+    (more than :data:`STARVED`), so it stops growing once the caller (parsing, and the work done with the
+    records) is what limits the read; it never exceeds :func:`concurrency_limit`. At most ``depth`` ranges
+    are then held besides the one the caller works on. With ``range_size=AUTO_RANGE_SIZE`` the first range
+    is :data:`FIRST_RANGE` bytes, so the first records come after a short GET.
     """
 
     def __init__(
@@ -85,7 +148,14 @@ class RangeFetcher:
         self._source = source
         self._next = start  # the offset of the next range to plan
         self._range_size = range_size
+        self._first_size = min(FIRST_RANGE, range_size) if range_size is AUTO_RANGE_SIZE else range_size
         self._prefetch = prefetch
+        self._auto = prefetch is AUTO_PREFETCH
+        self._limit = concurrency_limit(source, range_size) if self._auto else prefetch
+        #: Ranges fetched ahead of the caller (adaptive: grows while the caller waits, up to the limit).
+        self.depth = min(INITIAL_DEPTH, self._limit) if self._auto else prefetch
+        #: The most ranges that were in flight or waiting at once (for tests and benchmarks).
+        self.peak_depth = 0
         self._end = end
         self._horizon = horizon
         self._size: int | None = None
@@ -115,11 +185,21 @@ class RangeFetcher:
             self.close()
             raise StopIteration
         offset, future = self._pending.popleft()
+        waited = 0.0
         try:
-            data = future.result()
+            if future.done():
+                data = future.result()
+            else:
+                began = time.monotonic()
+                data = future.result()
+                waited = time.monotonic() - began
         except BaseException:
             self.close()
             raise
+        if self._auto and waited > STARVED and self.depth < self._limit:
+            # The caller waited: the GETs in flight do not keep up with it; one more, started right away.
+            self.depth += 1
+            self._fill()
         return offset, data
 
     def close(self) -> None:
@@ -137,12 +217,15 @@ class RangeFetcher:
         if self._next >= self._size:
             return None
         offset = self._next
-        self._next = min(offset + self._range_size, self._size)
+        self._next = min(offset + self._first_size, self._size)
+        self._first_size = self._range_size
         return offset
 
     def _fill(self) -> None:
-        # The range the caller is about to take, plus `prefetch` more to fetch while it parses that one.
-        while len(self._pending) <= self._prefetch:
+        # Fixed: the range the caller is about to take, plus `prefetch` more to fetch while it parses that one.
+        # Adaptive: `depth` ranges in all, so that memory holds at most depth + 1 (with the one being parsed).
+        room = self.depth if self._auto else self._prefetch + 1
+        while len(self._pending) < room or not self._pending:
             if self._horizon is not None and self._next >= self._horizon and self._pending:
                 return
             offset = self._plan()
@@ -150,8 +233,9 @@ class RangeFetcher:
                 return
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(
-                    max_workers=min(self._prefetch, _MAX_WORKERS),
+                    max_workers=max(1, min(self._limit, _MAX_WORKERS)),
                     thread_name_prefix="recurse-lambda-prefetch",
                 )
             future = self._executor.submit(read_full, self._source, offset, self._next)
             self._pending.append((offset, future))
+            self.peak_depth = max(self.peak_depth, len(self._pending))
