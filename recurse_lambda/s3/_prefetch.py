@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections import deque
@@ -25,6 +26,8 @@ DEFAULT_MEMORY_MB = 512
 DEFAULT_POOL = 10
 #: A consumer that waited less than this for a range was not held up by the fetching (timer noise).
 STARVED = 0.001
+#: The depth grows only while GETs run at least at this share of the best rate one was seen to reach.
+SLOWDOWN = 0.75
 #: With the automatic range size, the first range: the first batch comes sooner, whatever the latency.
 FIRST_RANGE = 1024 * 1024
 
@@ -106,6 +109,12 @@ def read_full(source: ByteSource, start: int, end: int) -> bytes:
         data = source.read(start + got, end)
 
 
+def _timed_read(source: ByteSource, start: int, end: int) -> tuple[bytes, float]:
+    began = time.monotonic()
+    data = read_full(source, start, end)
+    return data, time.monotonic() - began
+
+
 def check_window(start: int, range_size: int, prefetch: int) -> None:
     """Refuse a start offset, range size or prefetch depth that cannot work, before any request."""
     if start < 0:
@@ -127,9 +136,11 @@ class RangeFetcher:
     started, waits for what has, and leaves no thread behind.
 
     With ``prefetch=AUTO_PREFETCH`` (the readers' default) the depth adapts: it starts at
-    :data:`INITIAL_DEPTH` ranges in flight and grows by one each time the caller had to wait for a range
-    (more than :data:`STARVED`), so it stops growing once the caller (parsing, and the work done with the
-    records) is what limits the read; it never exceeds :func:`concurrency_limit`. At most ``depth`` ranges
+    :data:`INITIAL_DEPTH` ranges in flight and grows each time the caller had to wait for a range
+    (more than :data:`STARVED`), in proportion to the wait against the caller's own time per range (Little's
+    law), so it stops growing once the caller (parsing, and the work done with the records) is what limits the
+    read; it never exceeds :func:`concurrency_limit`, and stops growing once a GET of a whole range runs
+    below :data:`SLOWDOWN` of the best rate seen (more connections would only share the same limit). At most ``depth`` ranges
     are then held besides the one the caller works on. With ``range_size=AUTO_RANGE_SIZE`` the first range
     is :data:`FIRST_RANGE` bytes, so the first records come after a short GET.
     """
@@ -156,10 +167,12 @@ class RangeFetcher:
         self.depth = min(INITIAL_DEPTH, self._limit) if self._auto else prefetch
         #: The most ranges that were in flight or waiting at once (for tests and benchmarks).
         self.peak_depth = 0
+        self._last: tuple[float, int] | None = None  # when the caller last got a range, and its size
+        self._rate = self._best_rate = 0.0  # bytes/s of one GET of a whole range: recent (averaged), best
         self._end = end
         self._horizon = horizon
         self._size: int | None = None
-        self._pending: deque[tuple[int, Future[bytes]]] = deque()
+        self._pending: deque[tuple[int, Future[Any]]] = deque()
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
 
@@ -179,7 +192,7 @@ class RangeFetcher:
             if offset is None:
                 self.close()
                 raise StopIteration
-            return offset, read_full(self._source, offset, min(offset + self._range_size, self._size))
+            return offset, read_full(self._source, offset, self._next)
         self._fill()
         if not self._pending:
             self.close()
@@ -188,19 +201,43 @@ class RangeFetcher:
         waited = 0.0
         try:
             if future.done():
-                data = future.result()
+                result = future.result()
             else:
                 began = time.monotonic()
-                data = future.result()
+                result = future.result()
                 waited = time.monotonic() - began
         except BaseException:
             self.close()
             raise
-        if self._auto and waited > STARVED and self.depth < self._limit:
-            # The caller waited: the GETs in flight do not keep up with it; one more, started right away.
-            self.depth += 1
-            self._fill()
+        if not self._auto:
+            data: bytes = result
+            return offset, data
+        data, took = result
+        self._adapt(waited, len(data), took)
         return offset, data
+
+    def _adapt(self, waited: float, nbytes: int, took: float) -> None:
+        # Little's law: `depth` GETs in flight deliver a range every (busy + waited) seconds, where busy is the
+        # caller's own time per range; to deliver one every `busy` seconds, depth * (busy + waited) / busy are
+        # needed. The first range only measures the latency (nothing was fetched ahead of it yet): +1 then.
+        # More GETs help only while each connection keeps its speed (S3 limits each connection, not their sum):
+        # once a whole range comes in well below the best rate seen (the server, the network or this machine's
+        # CPU is the limit), the depth stops growing.
+        now = time.monotonic()
+        previous, self._last = self._last, (now, nbytes)
+        if nbytes == self._range_size and took > 0:
+            rate = nbytes / took
+            self._best_rate = max(self._best_rate, rate)
+            self._rate = rate if self._rate == 0.0 else 0.5 * self._rate + 0.5 * rate
+        if waited <= STARVED or self.depth >= self._limit or self._rate < SLOWDOWN * self._best_rate:
+            return
+        if previous is None:
+            want = self.depth + 1
+        else:
+            busy = max(now - waited - previous[0], 1e-6) * nbytes / max(previous[1], 1)
+            want = max(self.depth + 1, math.ceil(self.depth * (busy + waited) / busy))
+        self.depth = min(want, self._limit)
+        self._fill()  # the new GETs start now, while the caller works on this range
 
     def close(self) -> None:
         """Stop fetching: cancel queued reads, wait for a running one, join the threads."""
@@ -236,6 +273,7 @@ class RangeFetcher:
                     max_workers=max(1, min(self._limit, _MAX_WORKERS)),
                     thread_name_prefix="recurse-lambda-prefetch",
                 )
-            future = self._executor.submit(read_full, self._source, offset, self._next)
+            read = _timed_read if self._auto else read_full
+            future = self._executor.submit(read, self._source, offset, self._next)
             self._pending.append((offset, future))
             self.peak_depth = max(self.peak_depth, len(self._pending))
