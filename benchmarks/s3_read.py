@@ -59,6 +59,7 @@ MiB = 1024 * 1024
 BUCKET = "bench-s3-read"
 BLOCK = 4 * MiB  # generated text is a few distinct blocks of whole lines, repeated
 PART = 32 * MiB  # multipart upload part size
+DEPTHS: list[int] = []  # the adaptive depth the reader reached, in a child
 CONTENDERS = ("reader", "reader_old", "boto3_iter_lines", "s3transfer", "smart_open", "raw")
 
 
@@ -196,7 +197,11 @@ class LineSink:
 def run_contender(name: str, client: Any, key: str) -> tuple[int, int]:
     """(lines, content bytes without terminators) as ``name`` read them."""
     if name == "reader":
-        return count_batches(LineReader(PinnedSource(client, BUCKET, key, pins={}), encoding=None))
+        reader = LineReader(PinnedSource(client, BUCKET, key, pins={}), encoding=None)
+        got = count_batches(reader)
+        fetcher = reader._fetcher
+        DEPTHS.append(getattr(fetcher, "depth", -1))
+        return got
     if name == "reader_old":
         return count_batches(OldLineReader(PinnedSource(client, BUCKET, key, pins={}), encoding=None))
     if name == "boto3_iter_lines":
@@ -260,6 +265,7 @@ def child(endpoint: str, name: str, key: str) -> None:
                     "rss": after.ru_maxrss / 1024,
                     "got": got,
                     "load": os.getloadavg()[0],
+                    "depth": DEPTHS[-1] if DEPTHS else None,
                 }
             ),
             flush=True,
@@ -342,7 +348,8 @@ def main() -> None:
                         print(
                             f"round {r} {network:<8} {name:<17} {size / fig['wall'] / 1e6:7.1f} MB/s "
                             f"cpu {fig['cpu'] / size * 1e9:5.2f} s/GB rss {fig['rss']:6.1f} MiB "
-                            f"load {fig['load']:.1f}",
+                            f"load {fig['load']:.1f}"
+                            + (f" depth {fig['depth']}" if fig.get("depth") is not None else ""),
                             file=sys.stderr,
                         )
                 # The proxy's own ceiling: raw bytes through a relay that does not shape, against loopback.
@@ -355,6 +362,7 @@ def main() -> None:
             "cpu_s_per_gb": round(statistics.median(f["cpu"] for f in figs) / size * 1e9, 2),
             "rss_mib": round(statistics.median(f["rss"] for f in figs), 1),
             "load": round(statistics.median(f["load"] for f in figs), 1),
+            **({"depth": [f["depth"] for f in figs]} if figs and figs[0].get("depth") is not None else {}),
         }
 
     table = {network: {name: med(figs) for name, figs in by.items()} for network, by in results.items()}

@@ -137,8 +137,8 @@ class RangeFetcher:
 
     With ``prefetch=AUTO_PREFETCH`` (the readers' default) the depth adapts: it starts at
     :data:`INITIAL_DEPTH` ranges in flight and grows each time the caller had to wait for a range
-    (more than :data:`STARVED`), in proportion to the wait against the caller's own time per range (Little's
-    law), so it stops growing once the caller (parsing, and the work done with the records) is what limits the
+    (more than :data:`STARVED`), to as many GETs as the caller's own time per range divides a GET's time into
+    (Little's law), so it stops growing once the caller (parsing, and the work done with the records) is what limits the
     read; it never exceeds :func:`concurrency_limit`, and stops growing once a GET of a whole range runs
     below :data:`SLOWDOWN` of the best rate seen (more connections would only share the same limit). At most ``depth`` ranges
     are then held besides the one the caller works on. With ``range_size=AUTO_RANGE_SIZE`` the first range
@@ -217,12 +217,12 @@ class RangeFetcher:
         return offset, data
 
     def _adapt(self, waited: float, nbytes: int, took: float) -> None:
-        # Little's law: `depth` GETs in flight deliver a range every (busy + waited) seconds, where busy is the
-        # caller's own time per range; to deliver one every `busy` seconds, depth * (busy + waited) / busy are
-        # needed. The first range only measures the latency (nothing was fetched ahead of it yet): +1 then.
-        # More GETs help only while each connection keeps its speed (S3 limits each connection, not their sum):
-        # once a whole range comes in well below the best rate seen (the server, the network or this machine's
-        # CPU is the limit), the depth stops growing.
+        # Little's law: a GET takes `took` seconds and the caller works `busy` seconds on a range, so keeping
+        # the caller busy takes took / busy GETs in flight. Only a caller that waited asks for more (a caller
+        # that never waits is the limit already), and the first range, taken before any other was measured,
+        # adds one. More GETs help only while each connection keeps its speed (S3 limits each connection, not
+        # their sum): once a whole range comes in well below the best rate seen (the server, the network or
+        # this machine's CPU is the limit), the depth stops growing.
         now = time.monotonic()
         previous, self._last = self._last, (now, nbytes)
         if nbytes == self._range_size and took > 0:
@@ -231,11 +231,10 @@ class RangeFetcher:
             self._rate = rate if self._rate == 0.0 else 0.5 * self._rate + 0.5 * rate
         if waited <= STARVED or self.depth >= self._limit or self._rate < SLOWDOWN * self._best_rate:
             return
-        if previous is None:
-            want = self.depth + 1
-        else:
+        want = self.depth + 1
+        if previous is not None:
             busy = max(now - waited - previous[0], 1e-6) * nbytes / max(previous[1], 1)
-            want = max(self.depth + 1, math.ceil(self.depth * (busy + waited) / busy))
+            want = max(want, math.ceil(took / busy))
         self.depth = min(want, self._limit)
         self._fill()  # the new GETs start now, while the caller works on this range
 
