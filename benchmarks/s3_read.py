@@ -266,6 +266,7 @@ def child(endpoint: str, name: str, key: str) -> None:
                     "got": got,
                     "load": os.getloadavg()[0],
                     "depth": DEPTHS[-1] if DEPTHS else None,
+                    "minflt": after.ru_minflt - before.ru_minflt,
                 }
             ),
             flush=True,
@@ -348,7 +349,7 @@ def main() -> None:
                         print(
                             f"round {r} {network:<8} {name:<17} {size / fig['wall'] / 1e6:7.1f} MB/s "
                             f"cpu {fig['cpu'] / size * 1e9:5.2f} s/GB rss {fig['rss']:6.1f} MiB "
-                            f"load {fig['load']:.1f}"
+                            f"faults {fig['minflt'] / size * 1e9 / 1000:6.0f}k/GB load {fig['load']:.1f}"
                             + (f" depth {fig['depth']}" if fig.get("depth") is not None else ""),
                             file=sys.stderr,
                         )
