@@ -21,7 +21,8 @@ rotated in each; medians are quoted, with the load average of the machine (``os.
 Line and byte counts of every run are checked. The last line printed is one JSON object (sizes in MiB, rates in
 MB/s = 10^6 bytes/s, CPU in s per GB = 10^9 bytes).
 
-    python benchmarks/s3_read.py [--quick] [--rounds N] [--size-mib N] [--latency-ms 30] [--mb-s 80]
+    python benchmarks/s3_read.py [--quick] [--rounds N] [--size-mib N] [--latency-ms 30] [--mb-s 80] [--pool N]
+        [--only CONTENDER ...]
 """
 
 from __future__ import annotations
@@ -243,12 +244,9 @@ def child(endpoint: str, name: str, key: str) -> None:
         _, status = os.waitpid(pid, 0)
         sys.exit(os.waitstatus_to_exitcode(status))
     try:
-        client = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            config=Config(s3={"addressing_style": "path"}),
-        )
+        pool = int(os.environ.get("S3_READ_POOL") or 0)  # botocore's default (10) unless --pool
+        config = Config(s3={"addressing_style": "path"}, **({"max_pool_connections": pool} if pool else {}))
+        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", config=config)
         client.head_object(Bucket=BUCKET, Key=key)  # the client and one connection exist
         gc.collect()
         before = resource.getrusage(resource.RUSAGE_SELF)
@@ -279,9 +277,10 @@ def child(endpoint: str, name: str, key: str) -> None:
     os._exit(0)
 
 
-def run(gateway: Any, endpoint: str, name: str, key: str) -> dict[str, Any]:
+def run(gateway: Any, endpoint: str, name: str, key: str, pool: int = 0) -> dict[str, Any]:
     env = dict(
         os.environ,
+        S3_READ_POOL=str(pool),
         AWS_ACCESS_KEY_ID=gateway.access_key,
         AWS_SECRET_ACCESS_KEY=gateway.secret_key,
         PYTHONPATH=os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")])),
@@ -308,6 +307,9 @@ def main() -> None:
         "--latency-ms", type=float, default=30.0, help="proxy: to first byte per request (30)"
     )
     parser.add_argument("--mb-s", type=float, default=80.0, help="proxy: MB/s per connection (80)")
+    parser.add_argument(
+        "--pool", type=int, default=0, help="max_pool_connections of the clients (botocore's 10)"
+    )
     parser.add_argument("--only", nargs="*", default=None, help="a subset of the contenders")
     parser.add_argument("--child", nargs=3, metavar=("ENDPOINT", "NAME", "KEY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -342,7 +344,7 @@ def main() -> None:
             for r in range(rounds):
                 for network, endpoint in networks.items():  # A B A B
                     for name in names[r % len(names) :] + names[: r % len(names)]:
-                        fig = run(gateway, endpoint, name, key)
+                        fig = run(gateway, endpoint, name, key, args.pool)
                         expect = (-1, -1) if name == "raw" else (lines, size - lines)
                         assert tuple(fig["got"]) == expect, (network, name, fig["got"], expect)
                         results[network][name].append(fig)

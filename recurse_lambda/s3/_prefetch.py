@@ -138,7 +138,8 @@ class RangeFetcher:
     With ``prefetch=AUTO_PREFETCH`` (the readers' default) the depth adapts: it starts at
     :data:`INITIAL_DEPTH` ranges in flight and grows each time the caller had to wait for a range
     (more than :data:`STARVED`), to as many GETs as the caller's own time per range divides a GET's time into
-    (Little's law), so it stops growing once the caller (parsing, and the work done with the records) is what limits the
+    (Little's law; at most doubling, and once per depth: the next growth waits for a range fetched at the new
+    depth), so it stops growing once the caller (parsing, and the work done with the records) is what limits the
     read; it never exceeds :func:`concurrency_limit`, and stops growing once a GET of a whole range runs
     below :data:`SLOWDOWN` of the best rate seen (more connections would only share the same limit). At most ``depth`` ranges
     are then held besides the one the caller works on. With ``range_size=AUTO_RANGE_SIZE`` the first range
@@ -168,6 +169,7 @@ class RangeFetcher:
         #: The most ranges that were in flight or waiting at once (for tests and benchmarks).
         self.peak_depth = 0
         self._last: tuple[float, int] | None = None  # when the caller last got a range, and its size
+        self._settled = 0  # the offset from which a range was fetched at the current depth
         self._rate = self._best_rate = 0.0  # bytes/s of one GET of a whole range: recent (averaged), best
         self._end = end
         self._horizon = horizon
@@ -213,10 +215,10 @@ class RangeFetcher:
             data: bytes = result
             return offset, data
         data, took = result
-        self._adapt(waited, len(data), took)
+        self._adapt(offset, waited, len(data), took)
         return offset, data
 
-    def _adapt(self, waited: float, nbytes: int, took: float) -> None:
+    def _adapt(self, offset: int, waited: float, nbytes: int, took: float) -> None:
         # Little's law: a GET takes `took` seconds and the caller works `busy` seconds on a range, so keeping
         # the caller busy takes took / busy GETs in flight. Only a caller that waited asks for more (a caller
         # that never waits is the limit already), and the first range, taken before any other was measured,
@@ -231,11 +233,14 @@ class RangeFetcher:
             self._rate = rate if self._rate == 0.0 else 0.5 * self._rate + 0.5 * rate
         if waited <= STARVED or self.depth >= self._limit or self._rate < SLOWDOWN * self._best_rate:
             return
+        if offset < self._settled:  # the last growth is not measured yet: its GETs have not been taken
+            return
         want = self.depth + 1
         if previous is not None:
             busy = max(now - waited - previous[0], 1e-6) * nbytes / max(previous[1], 1)
-            want = max(want, math.ceil(took / busy))
+            want = max(want, min(math.ceil(took / busy), 2 * self.depth))  # at most doubled in one step
         self.depth = min(want, self._limit)
+        self._settled = self._next  # grow again only from a range fetched at this depth on
         self._fill()  # the new GETs start now, while the caller works on this range
 
     def close(self) -> None:
