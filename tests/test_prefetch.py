@@ -314,7 +314,9 @@ class JitterSource:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=60),
+    lines=st.lists(
+        st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b"")), max_size=60
+    ),
     range_size=st.integers(1, 300),
     resume=st.integers(0, 60),
     batch=st.integers(1, 7),
