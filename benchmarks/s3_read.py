@@ -1,23 +1,28 @@
-"""LineReader against boto3's iter_lines and smart_open, on a real S3-compatible server; and its peak memory.
+"""Reading the lines of an S3 object: the line reader against boto3, s3transfer and smart_open, at S3's latency.
 
-Starts a JuiceFS gateway on 127.0.0.1 (stopped after) and uploads generated text objects to it in parts (never
-whole in memory). Throughput: every contender hands every line of the same object to the same loop body
-(``n += 1; nbytes += len(line)``), through its own API for lines, in rounds that alternate the contenders
-(A B C D E, then rotated), and the medians are quoted:
+Starts a JuiceFS gateway on 127.0.0.1 (stopped after), uploads a generated text object of ~100-byte lines to it
+in parts, and starts two proxies in front of it (``benchmarks/proxy.py``, each in its own process): one shaping
+like S3 seen from Lambda (``--latency-ms`` to first byte per request, ``--mb-s`` per connection; 30 ms and 80 MB/s
+by default), and one that only relays (to state the proxy's own ceiling). The contenders, each handing every line
+to the same loop body (``n += 1; nbytes += len(line)``):
 
-* ``reader``: ``LineReader(encoding=None)`` with its default prefetch, read as it is meant to be read, a batch
-  at a time (``for batch in reader.batches(): for line in batch.records: ...``);
-* ``reader_no_prefetch``: the same with ``prefetch=0``;
-* ``boto3_iter_lines``: ``for line in get_object()["Body"].iter_lines(chunk_size=65536): ...``;
-* ``smart_open``: ``for line in smart_open.open("s3://...", "rb", transport_params={"client": client}): ...``;
-* ``reader_iter`` (for reference): ``for line in reader: ...``, the reader's line-at-a-time convenience.
+* ``reader``: ``LineReader(encoding=None)`` with its defaults, a batch at a time (``for line in batch.records``);
+* ``reader_old``: the same over the fetcher the reader had before its concurrency adapted (2 ranges of 8 MiB
+  fetched ahead, a fresh one each time), kept here only as the baseline;
+* ``boto3_iter_lines``: ``get_object()["Body"].iter_lines(chunk_size=65536)``;
+* ``s3transfer``: ``download_fileobj`` (10 threads, 8 MiB parts) into a sink that splits lines as they arrive;
+* ``smart_open``: ``smart_open.open("s3://...", "rb")``, line by line;
+* ``raw``: the ceiling: 10 threads of 8 MiB ranged GETs whose bytes are dropped.
 
-Line and byte counts of every run are checked against the generated object's. Peak memory: each size is read
-by the prefetching reader in a fresh subprocess, which reports ``ru_maxrss`` after a baseline taken before the
-read (and again with glibc's mmap threshold pinned, to tell allocator fragmentation from the reader's own
-buffers). The last line printed is one JSON object; figures in MB there are MiB.
+Every run is a fresh forked process (one client, created with boto3's defaults, as in a Lambda function), which
+reports wall time, CPU time (user + system) and peak RSS (``ru_maxrss``, the absolute peak of the process).
+Rounds alternate the two networks, through the shaping proxy and plain loopback (A B A B), with the contenders
+rotated in each; medians are quoted, with the load average of the machine (``os.getloadavg``) during the runs.
+Line and byte counts of every run are checked. The last line printed is one JSON object (sizes in MiB, rates in
+MB/s = 10^6 bytes/s, CPU in s per GB = 10^9 bytes).
 
-    python benchmarks/s3_read.py [--quick] [--rounds N]
+    python benchmarks/s3_read.py [--quick] [--rounds N] [--size-mib N] [--latency-ms 30] [--mb-s 80] [--pool N]
+        [--only CONTENDER ...]
 """
 
 from __future__ import annotations
@@ -32,22 +37,31 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
+HERE = Path(__file__).resolve().parent
 try:
     import recurse_lambda  # noqa: F401
 except ImportError:  # run from a checkout without installing
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
 
-from recurse_lambda.s3 import LineReader, PinnedSource
+from proxy import ProxyProcess  # noqa: E402
+
+from recurse_lambda.s3 import LineReader, PinnedSource  # noqa: E402
+from recurse_lambda.s3._prefetch import ByteSource, read_full  # noqa: E402
 
 MiB = 1024 * 1024
 BUCKET = "bench-s3-read"
 BLOCK = 4 * MiB  # generated text is a few distinct blocks of whole lines, repeated
 PART = 32 * MiB  # multipart upload part size
-RSS_RUNS = 3  # fresh processes per object size for the peak RSS
+DEPTHS: list[int] = []  # the adaptive depth the reader reached, in a child
+CONTENDERS = ("reader", "reader_old", "boto3_iter_lines", "s3transfer", "smart_open", "raw")
 
 
 # -- data ----------------------------------------------------------------------------------------------------
@@ -84,11 +98,11 @@ def parts(blocks: list[bytes], size: int) -> Iterator[bytes]:
         yield b"".join(buf)
 
 
-def upload(client: Any, key: str, size: int, blocks: list[bytes]) -> tuple[int, int]:
+def upload(client: Any, key: str, size: int) -> tuple[int, int]:
     """Upload a text object of about ``size`` bytes in parts; its (size, lines)."""
     upload_id = client.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
     done, total, lines = [], 0, 0
-    for number, body in enumerate(parts(blocks, size), 1):
+    for number, body in enumerate(parts(make_blocks(4), size), 1):
         etag = client.upload_part(Bucket=BUCKET, Key=key, UploadId=upload_id, PartNumber=number, Body=body)[
             "ETag"
         ]
@@ -98,81 +112,130 @@ def upload(client: Any, key: str, size: int, blocks: list[bytes]) -> tuple[int, 
     client.complete_multipart_upload(
         Bucket=BUCKET, Key=key, UploadId=upload_id, MultipartUpload={"Parts": done}
     )
-    head = client.head_object(Bucket=BUCKET, Key=key)
-    assert head["ContentLength"] == total, (head["ContentLength"], total)
     return total, lines
 
 
-# -- the contenders: each gives the object's lines, without terminators except smart_open's ----------------
+# -- the baseline: the reader's fetcher before its concurrency adapted ---------------------------------------
 
 
-def reader(client: Any, key: str, **opts: Any) -> LineReader:
-    return LineReader(PinnedSource(client, BUCKET, key, pins={}), encoding=None, **opts)
+class OldRangeFetcher:
+    """The previous ``RangeFetcher`` (fixed ``prefetch``, one fresh range per GET), for comparison only."""
+
+    def __init__(self, source: ByteSource, start: int, *, range_size: int, prefetch: int) -> None:
+        self._source = source
+        self._next = start
+        self._range_size = range_size
+        self._prefetch = prefetch
+        self._size = source.size
+        self._pending: deque[tuple[int, Future[bytes]]] = deque()
+        self._executor = ThreadPoolExecutor(max_workers=prefetch, thread_name_prefix="old-prefetch")
+
+    def __iter__(self) -> OldRangeFetcher:
+        return self
+
+    def __next__(self) -> tuple[int, bytes]:
+        while len(self._pending) <= self._prefetch and self._next < self._size:
+            offset, self._next = self._next, min(self._next + self._range_size, self._size)
+            self._pending.append((offset, self._executor.submit(read_full, self._source, offset, self._next)))
+        if not self._pending:
+            self.close()
+            raise StopIteration
+        offset, future = self._pending.popleft()
+        return offset, future.result()
+
+    def close(self) -> None:
+        for _, future in self._pending:
+            future.cancel()
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
 
-def boto3_lines(client: Any, key: str) -> Iterable[bytes]:
-    body = client.get_object(Bucket=BUCKET, Key=key)["Body"]
-    lines: Iterable[bytes] = body.iter_lines(chunk_size=65536)
-    return lines
+class OldLineReader(LineReader):
+    def _new_fetcher(self) -> Any:
+        return OldRangeFetcher(self.source, self.start, range_size=8 * MiB, prefetch=2)
 
 
-def smart_open_lines(client: Any, key: str) -> Iterable[bytes]:
-    import smart_open
-
-    lines: Iterable[bytes] = smart_open.open(
-        f"s3://{BUCKET}/{key}", "rb", transport_params={"client": client}
-    )
-    return lines
+# -- the contenders: each hands every line to the same loop body --------------------------------------------
 
 
 def count(lines: Iterable[bytes]) -> tuple[int, int]:
-    """The loop body every contender is timed with: every line is touched."""
     n = nbytes = 0
     for line in lines:
         n += 1
         nbytes += len(line)
-    close = getattr(lines, "close", None)
-    if close is not None:
-        close()
     return n, nbytes
 
 
-def count_batches(line_reader: LineReader) -> tuple[int, int]:
-    """:func:`count`'s loop body, over the lines of each batch."""
+def count_batches(reader: LineReader) -> tuple[int, int]:
     n = nbytes = 0
-    for batch in line_reader.batches():
+    for batch in reader.batches():
         for line in batch.records:
             n += 1
             nbytes += len(line)
     return n, nbytes
 
 
-def contenders(gateway: Any) -> dict[str, Callable[[str], tuple[int, int]]]:
-    """Name -> run(key) -> (lines, content bytes); each with its own client, as a process would have."""
-    a, b, c, d, e = (gateway.client() for _ in range(5))
+class LineSink:
+    """A write-only file for ``download_fileobj``: lines split as the bytes arrive, in order."""
 
-    def with_terminators(n_bytes: tuple[int, int]) -> tuple[int, int]:
-        n, nbytes = n_bytes
-        return n, nbytes - n  # every line of the generated objects ends with LF
+    def __init__(self) -> None:
+        self.n = self.nbytes = 0
+        self._carry = b""
 
-    return {
-        "reader": lambda key: count_batches(reader(a, key)),
-        "reader_no_prefetch": lambda key: count_batches(reader(b, key, prefetch=0)),
-        "boto3_iter_lines": lambda key: count(boto3_lines(c, key)),
-        "smart_open": lambda key: with_terminators(count(smart_open_lines(d, key))),
-        "reader_iter": lambda key: count(reader(e, key)),
-    }
+    def write(self, data: bytes) -> int:
+        lines = data.split(b"\n")
+        if self._carry:
+            lines[0] = self._carry + lines[0]
+        self._carry = lines.pop()
+        n = nbytes = 0
+        for line in lines:
+            n += 1
+            nbytes += len(line)
+        self.n += n
+        self.nbytes += nbytes
+        return len(data)
 
 
-# -- peak memory, in a fresh process -------------------------------------------------------------------------
+def run_contender(name: str, client: Any, key: str) -> tuple[int, int]:
+    """(lines, content bytes without terminators) as ``name`` read them."""
+    if name == "reader":
+        reader = LineReader(PinnedSource(client, BUCKET, key, pins={}), encoding=None)
+        got = count_batches(reader)
+        fetcher = reader._fetcher
+        DEPTHS.append(getattr(fetcher, "depth", -1))
+        return got
+    if name == "reader_old":
+        return count_batches(OldLineReader(PinnedSource(client, BUCKET, key, pins={}), encoding=None))
+    if name == "boto3_iter_lines":
+        return count(client.get_object(Bucket=BUCKET, Key=key)["Body"].iter_lines(chunk_size=65536))
+    if name == "s3transfer":
+        sink = LineSink()
+        client.download_fileobj(BUCKET, key, sink)
+        return sink.n, sink.nbytes
+    if name == "smart_open":
+        import smart_open
+
+        with smart_open.open(f"s3://{BUCKET}/{key}", "rb", transport_params={"client": client}) as lines:
+            n, nbytes = count(lines)
+        return n, nbytes - n  # smart_open keeps the terminators
+    if name == "raw":
+        size = client.head_object(Bucket=BUCKET, Key=key)["ContentLength"]
+
+        def get(at: int) -> int:
+            body = client.get_object(Bucket=BUCKET, Key=key, Range=f"bytes={at}-{at + 8 * MiB - 1}")["Body"]
+            return len(body.read())
+
+        with ThreadPoolExecutor(10) as pool:
+            got = sum(pool.map(get, range(0, size, 8 * MiB)))
+        assert got == size
+        return -1, -1
+    raise ValueError(name)
 
 
-def rss_child(endpoint: str, key: str, lines: int) -> None:
-    """Run in a subprocess: read ``key`` with the prefetching reader; print baseline and peak RSS in KiB.
+# -- one run, in a fresh forked process ----------------------------------------------------------------------
 
-    Linux carries ``ru_maxrss`` across ``exec`` (the parent's peak would show up here), so the measurement runs
-    in a forked child, whose peak starts at its own size: the interpreter with everything imported.
-    """
+
+def child(endpoint: str, name: str, key: str) -> None:
+    """Print wall s, CPU s, peak RSS and the load for one run of ``name`` (forked: ``ru_maxrss`` is its own)."""
     import boto3
     from botocore.config import Config
 
@@ -181,19 +244,31 @@ def rss_child(endpoint: str, key: str, lines: int) -> None:
         _, status = os.waitpid(pid, 0)
         sys.exit(os.waitstatus_to_exitcode(status))
     try:
-        client = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            config=Config(s3={"addressing_style": "path"}),
-        )
-        source = PinnedSource(client, BUCKET, key, pins={})  # a HEAD: the client and its connection exist
+        pool = int(os.environ.get("S3_READ_POOL") or 0)  # botocore's default (10) unless --pool
+        config = Config(s3={"addressing_style": "path"}, **({"max_pool_connections": pool} if pool else {}))
+        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", config=config)
+        client.head_object(Bucket=BUCKET, Key=key)  # the client and one connection exist
         gc.collect()
-        baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        n, _ = count_batches(LineReader(source, encoding=None))
-        assert n == lines, (n, lines)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        print(json.dumps({"baseline_kib": baseline, "peak_kib": peak, "vm_hwm_kib": vm_hwm()}), flush=True)
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        t0 = time.perf_counter()
+        got = run_contender(name, client, key)
+        wall = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        print(
+            json.dumps(
+                {
+                    "wall": wall,
+                    "cpu": cpu,
+                    "rss": after.ru_maxrss / 1024,
+                    "got": got,
+                    "load": os.getloadavg()[0],
+                    "depth": DEPTHS[-1] if DEPTHS else None,
+                    "minflt": after.ru_minflt - before.ru_minflt,
+                }
+            ),
+            flush=True,
+        )
     except BaseException:
         import traceback
 
@@ -202,176 +277,165 @@ def rss_child(endpoint: str, key: str, lines: int) -> None:
     os._exit(0)
 
 
-def vm_hwm() -> int | None:
-    """The kernel's own peak RSS of this process (KiB), as a cross-check of ``ru_maxrss``."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def peak_rss(gateway: Any, key: str, lines: int, **extra_env: str) -> dict[str, float]:
-    """Baseline and peak RSS (MiB) of a fresh process reading ``key`` with the reader."""
-    here = Path(__file__).resolve()
+def run(gateway: Any, endpoint: str, name: str, key: str, pool: int = 0) -> dict[str, Any]:
     env = dict(
         os.environ,
-        **extra_env,
+        S3_READ_POOL=str(pool),
         AWS_ACCESS_KEY_ID=gateway.access_key,
         AWS_SECRET_ACCESS_KEY=gateway.secret_key,
-        PYTHONPATH=os.pathsep.join(filter(None, [str(here.parent.parent), os.environ.get("PYTHONPATH")])),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")])),
     )
     env.pop("AWS_SESSION_TOKEN", None)
-    argv = [sys.executable, str(here), "--rss-child", gateway.endpoint_url, key, str(lines)]
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, check=False)
+    env.pop("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", None)
+    argv = [sys.executable, str(Path(__file__).resolve()), "--child", endpoint, name, key]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"the RSS subprocess failed:\n{done.stdout}\n{done.stderr}")
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
-    hwm = figures["vm_hwm_kib"]
-    return {
-        "baseline": figures["baseline_kib"] / 1024,
-        "peak": figures["peak_kib"] / 1024,
-        "vm_hwm": hwm / 1024 if hwm is not None else float("nan"),
-    }
-
-
-def median_peak(runs: list[dict[str, float]]) -> float:
-    return statistics.median(fig["peak"] for fig in runs)
+        raise RuntimeError(f"{name} at {endpoint} failed:\n{done.stdout}\n{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 # -- main ----------------------------------------------------------------------------------------------------
 
 
-Obj = tuple[str, int, int]  # key, size, lines
-
-
-def upload_all(gateway: Any, sizes_mib: dict[str, int]) -> dict[str, Obj]:
-    setup = gateway.client()
-    setup.create_bucket(Bucket=BUCKET)
-    blocks = make_blocks(4)
-    objects: dict[str, Obj] = {}
-    by_size: dict[int, Obj] = {}
-    for name, mib in sizes_mib.items():
-        if mib not in by_size:
-            t0 = time.perf_counter()
-            key = f"text-{mib}mib.txt"
-            by_size[mib] = (key, *upload(setup, key, mib * MiB, blocks))
-            print(f"uploaded {mib} MiB in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-        objects[name] = by_size[mib]
-    return objects
-
-
-def throughput(gateway: Any, obj: Obj, warm_up: Obj, rounds: int) -> dict[str, list[float]]:
-    """Seconds per run of each contender over ``obj``, in rounds whose order rotates; counts are checked."""
-    runs = contenders(gateway)
-    for name, run in runs.items():  # untimed: open connections, warm code paths
-        key, size, lines = warm_up
-        assert run(key) == (lines, size - lines), name
-    key, size, lines = obj
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    order = list(runs)
-    for r in range(rounds):
-        for name in order[r % len(order) :] + order[: r % len(order)]:
-            gc.collect()
-            t0 = time.perf_counter()
-            got = runs[name](key)
-            times[name].append(time.perf_counter() - t0)
-            assert got == (lines, size - lines), (name, got, (lines, size - lines))
-    return times
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a 64 MiB object, 256 MiB for RSS, 3 rounds")
-    parser.add_argument("--rounds", type=int, default=None)
-    parser.add_argument("--rss-child", nargs=3, metavar=("ENDPOINT", "KEY", "LINES"), help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="a 64 MiB object, 2 rounds (a smoke run)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds of each network (3)")
+    parser.add_argument("--size-mib", type=int, default=None, help="object size (512)")
+    parser.add_argument(
+        "--latency-ms", type=float, default=30.0, help="proxy: to first byte per request (30)"
+    )
+    parser.add_argument("--mb-s", type=float, default=80.0, help="proxy: MB/s per connection (80)")
+    parser.add_argument(
+        "--pool", type=int, default=0, help="max_pool_connections of the clients (botocore's 10)"
+    )
+    parser.add_argument("--only", nargs="*", default=None, help="a subset of the contenders")
+    parser.add_argument("--child", nargs=3, metavar=("ENDPOINT", "NAME", "KEY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.rss_child:
-        endpoint, key, lines = args.rss_child
-        rss_child(endpoint, key, int(lines))
+    if args.child:
+        child(*args.child)
         return
 
     from recurse_lambda.local.juicefs import JuiceFSGateway
 
-    sizes = (
-        {"speed": 64, "small": 64, "large": 256} if args.quick else {"speed": 256, "small": 64, "large": 1024}
-    )
-    rounds = args.rounds or (3 if args.quick else 7)
+    size_mib = args.size_mib or (64 if args.quick else 512)
+    rounds = args.rounds or (2 if args.quick else 3)
+    names = tuple(args.only) if args.only else CONTENDERS
     started = time.perf_counter()
+    print(f"load at start: {os.getloadavg()} on {os.cpu_count()} CPUs", file=sys.stderr)
     with JuiceFSGateway() as gateway:
-        objects = upload_all(gateway, sizes)
-        times = throughput(gateway, objects["speed"], objects["small"], rounds)
-        # Peak RSS depends on when the prefetch threads' buffers are freed: the median of a few fresh processes.
-        samples = {
-            name: [peak_rss(gateway, objects[name][0], objects[name][2]) for _ in range(RSS_RUNS)]
-            for name in ("small", "large")
-        }
-        rss = {
-            name: min(runs, key=lambda fig: abs(fig["peak"] - median_peak(runs)))
-            for name, runs in samples.items()
-        }
-        # A diagnosis, not a figure: glibc raises its mmap threshold after the first large free, so later range
-        # buffers come from per-thread heaps, whose fragmentation grows with the read; pinning it shows that.
-        pinned = {
-            name: peak_rss(gateway, objects[name][0], objects[name][2], MALLOC_MMAP_THRESHOLD_=str(MiB))
-            for name in ("small", "large")
+        setup = gateway.client()
+        setup.create_bucket(Bucket=BUCKET)
+        key = f"text-{size_mib}mib.txt"
+        size, lines = upload(setup, key, size_mib * MiB)
+        url = urlparse(gateway.endpoint_url)
+        assert url.hostname is not None and url.port is not None
+        shaped = ProxyProcess(
+            url.hostname, url.port, latency=args.latency_ms / 1000, bandwidth=args.mb_s * 1e6
+        )
+        relay = ProxyProcess(url.hostname, url.port)
+        with shaped, relay:
+            networks = {"proxy": shaped.endpoint_url, "loopback": gateway.endpoint_url}
+            results: dict[str, dict[str, list[dict[str, Any]]]] = {
+                n: {c: [] for c in names} for n in networks
+            }
+            ceiling: dict[str, list[dict[str, Any]]] = {"relay": [], "loopback": []}
+            for r in range(rounds):
+                for network, endpoint in networks.items():  # A B A B
+                    for name in names[r % len(names) :] + names[: r % len(names)]:
+                        fig = run(gateway, endpoint, name, key, args.pool)
+                        expect = (-1, -1) if name == "raw" else (lines, size - lines)
+                        assert tuple(fig["got"]) == expect, (network, name, fig["got"], expect)
+                        results[network][name].append(fig)
+                        print(
+                            f"round {r} {network:<8} {name:<17} {size / fig['wall'] / 1e6:7.1f} MB/s "
+                            f"cpu {fig['cpu'] / size * 1e9:5.2f} s/GB rss {fig['rss']:6.1f} MiB "
+                            f"faults {fig['minflt'] / size * 1e9 / 1000:6.0f}k/GB load {fig['load']:.1f}"
+                            + (f" depth {fig['depth']}" if fig.get("depth") is not None else ""),
+                            file=sys.stderr,
+                        )
+                # The proxy's own ceiling: raw bytes through a relay that does not shape, against loopback.
+                ceiling["relay"].append(run(gateway, relay.endpoint_url, "raw", key))
+                ceiling["loopback"].append(run(gateway, gateway.endpoint_url, "raw", key))
+
+    def med(figs: list[dict[str, Any]]) -> dict[str, float]:
+        return {
+            "mb_s": round(size / statistics.median(f["wall"] for f in figs) / 1e6, 1),
+            "cpu_s_per_gb": round(statistics.median(f["cpu"] for f in figs) / size * 1e9, 2),
+            "rss_mib": round(statistics.median(f["rss"] for f in figs), 1),
+            "load": round(statistics.median(f["load"] for f in figs), 1),
+            **({"depth": [f["depth"] for f in figs]} if figs and figs[0].get("depth") is not None else {}),
         }
 
-    _, size, lines = objects["speed"]
-    median = {name: statistics.median(runs) for name, runs in times.items()}
-    mb_s = {name: size / t / 1e6 for name, t in median.items()}
-    print(f"object: {size / MiB:.0f} MiB, {lines} lines; {rounds} rounds, contenders rotated; medians")
+    table = {network: {name: med(figs) for name, figs in by.items()} for network, by in results.items()}
+    relay_mb_s = {k: med(v)["mb_s"] for k, v in ceiling.items()}
     print(
-        f"{'contender':<20} {'median s':>9} {'MB/s':>8} {'Mlines/s':>9} {'vs boto3':>9} {'vs smart_open':>14}"
+        f"object: {size / MiB:.0f} MiB, {lines} lines; {rounds} rounds (A B A B), contenders rotated; medians"
     )
-    for name, t in median.items():
-        print(
-            f"{name:<20} {t:>9.3f} {mb_s[name]:>8.1f} {lines / t / 1e6:>9.2f} "
-            f"{median['boto3_iter_lines'] / t:>8.2f}x {median['smart_open'] / t:>13.2f}x"
+    for network, by in table.items():
+        label = (
+            f"through the proxy ({args.latency_ms:g} ms to first byte, {args.mb_s:g} MB/s per connection)"
+            if network == "proxy"
+            else "plain loopback (no latency, no bandwidth limit)"
         )
-    for name, runs in times.items():
-        print(f"  {name} s: " + " ".join(f"{x:.3f}" for x in runs))
-    for name in ("small", "large"):
-        fig = rss[name]
-        print(
-            f"peak RSS reading {sizes[name]} MiB (median of {RSS_RUNS}): {fig['peak']:.1f} MiB (baseline "
-            f"{fig['baseline']:.1f} MiB, +{fig['peak'] - fig['baseline']:.1f} MiB; VmHWM {fig['vm_hwm']:.1f} MiB); "
-            "all: " + " ".join(f"{run['peak']:.1f}" for run in samples[name])
-        )
+        print(label)
+        print(f"  {'contender':<17} {'MB/s':>8} {'CPU s/GB':>9} {'peak RSS MiB':>13} {'load':>5}")
+        for name, fig in by.items():
+            print(
+                f"  {name:<17} {fig['mb_s']:>8.1f} {fig['cpu_s_per_gb']:>9.2f} {fig['rss_mib']:>13.1f} "
+                f"{fig['load']:>5.1f}"
+            )
     print(
-        f"  diagnosis, with MALLOC_MMAP_THRESHOLD_={MiB} (no dynamic threshold): peak RSS "
-        f"{pinned['small']['peak']:.1f} MiB and {pinned['large']['peak']:.1f} MiB "
-        f"({pinned['large']['peak'] - pinned['small']['peak']:+.1f} MiB)"
+        f"proxy's own ceiling (raw, 10 connections, no shaping): {relay_mb_s['relay']:.0f} MB/s, against "
+        f"{relay_mb_s['loopback']:.0f} MB/s without the proxy"
     )
-    ratio_boto3 = median["boto3_iter_lines"] / median["reader"]
-    ratio_smart = median["smart_open"] / median["reader"]
-    growth = rss["large"]["peak"] - rss["small"]["peak"]
-    print(
-        f"targets: reader/boto3 {ratio_boto3:.2f}x (>= 1.0: {'met' if ratio_boto3 >= 1.0 else 'MISSED'}), "
-        f"reader/smart_open {ratio_smart:.2f}x (>= 2.0: {'met' if ratio_smart >= 2.0 else 'MISSED'}), "
-        f"peak RSS {sizes['small']} MiB -> {sizes['large']} MiB object {growth:+.1f} MiB "
-        f"(<= 16 MiB: {'met' if growth <= 16 else 'MISSED'})"
-    )
-    print(f"total time {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    result = {
-        "reader_mb_s": round(mb_s["reader"], 1),
-        "reader_no_prefetch_mb_s": round(mb_s["reader_no_prefetch"], 1),
-        "boto3_iter_lines_mb_s": round(mb_s["boto3_iter_lines"], 1),
-        "smart_open_mb_s": round(mb_s["smart_open"], 1),
-        "rss_64mib_mb": round(rss["small"]["peak"], 1),
-        "rss_1gib_mb": round(rss["large"]["peak"], 1),
-        "reader_iter_mb_s": round(mb_s["reader_iter"], 1),
-        "rss_64mib_fixed_mmap_threshold_mb": round(pinned["small"]["peak"], 1),
-        "rss_1gib_fixed_mmap_threshold_mb": round(pinned["large"]["peak"], 1),
-        "reader_vs_boto3": round(ratio_boto3, 3),
-        "reader_vs_smart_open": round(ratio_smart, 3),
-        "object_mib": sizes["speed"],
-        "rss_object_mib": [sizes["small"], sizes["large"]],
+    result: dict[str, Any] = {
+        "object_mib": round(size / MiB),
         "rounds": rounds,
+        "latency_ms": args.latency_ms,
+        "mb_s_per_connection": args.mb_s,
+        "proxy_ceiling_mb_s": relay_mb_s["relay"],
+        "loopback_raw_mb_s": relay_mb_s["loopback"],
+        "cpus": os.cpu_count(),
+        **table,
     }
+    proxy_figs, loop_figs = table["proxy"], table["loopback"]
+    if {"reader", "boto3_iter_lines", "s3transfer"} <= set(names):
+        reader, boto3_, s3t = proxy_figs["reader"], proxy_figs["boto3_iter_lines"], proxy_figs["s3transfer"]
+        targets = {
+            "proxy_reader_vs_boto3": round(reader["mb_s"] / boto3_["mb_s"], 2),
+            "proxy_reader_vs_s3transfer": round(reader["mb_s"] / s3t["mb_s"], 2),
+            "proxy_rss_vs_s3transfer": round(reader["rss_mib"] / s3t["rss_mib"], 2),
+        }
+        if "reader_old" in names:
+            targets["loopback_reader_vs_old"] = round(
+                loop_figs["reader"]["mb_s"] / loop_figs["reader_old"]["mb_s"], 2
+            )
+            targets["loopback_cpu_vs_old"] = round(
+                loop_figs["reader"]["cpu_s_per_gb"] / loop_figs["reader_old"]["cpu_s_per_gb"], 2
+            )
+        bars = {
+            "proxy_reader_vs_boto3": (4.0, True),
+            "proxy_reader_vs_s3transfer": (1.1, True),
+            "proxy_rss_vs_s3transfer": (1.15, False),
+            "loopback_reader_vs_old": (1.0, True),
+            "loopback_cpu_vs_old": (1.0, False),
+        }
+        verdicts = []
+        for label, value in targets.items():
+            bar, at_least = bars[label]
+            met = (
+                value >= bar
+                if at_least
+                else value < bar or (label.endswith("rss_vs_s3transfer") and value <= bar)
+            )
+            verdicts.append(
+                f"{label} {value:.2f} ({'>=' if at_least else '<='} {bar}: {'met' if met else 'MISSED'})"
+            )
+        print("targets: " + "; ".join(verdicts))
+        result["targets"] = targets
+    print(f"total time {time.perf_counter() - started:.0f} s; load at end {os.getloadavg()}", file=sys.stderr)
     print(json.dumps(result))
 
 

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from recurse_lambda.errors import ObjectChangedError
 from recurse_lambda.s3._jsonl import JsonLinesReader
 from recurse_lambda.s3._lines import LineReader
-from recurse_lambda.s3._prefetch import RangeFetcher
+from recurse_lambda.s3._prefetch import (
+    AUTO_PREFETCH,
+    AUTO_RANGE_SIZE,
+    FIRST_RANGE,
+    RangeFetcher,
+    concurrency_limit,
+    memory_budget,
+)
 from recurse_lambda.s3._readers import ChunkReader
 
 PREFIX = "recurse-lambda-prefetch"
@@ -152,3 +163,186 @@ def test_fetcher_argument_checks() -> None:
         RangeFetcher(source, 0, range_size=10, prefetch=-1)
     with pytest.raises(ValueError, match="past the end"):
         next(RangeFetcher(source, len(DATA) + 1, range_size=10, prefetch=1))
+
+
+# -- adaptive concurrency (the default) ---------------------------------------------------------------------
+
+
+class SlowSource:
+    """An in-memory object whose reads take ``delay`` seconds each (a GET's latency), concurrently."""
+
+    def __init__(self, data: bytes, delay: float, client: Any = None) -> None:
+        self.data = data
+        self.delay = delay
+        self._client = client
+        self.lock = threading.Lock()
+        self.active = 0
+        self.peak = 0
+        self.started = 0
+        self.finished = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def read(self, start: int, end: int) -> bytes:
+        with self.lock:
+            self.active += 1
+            self.started += 1
+            self.peak = max(self.peak, self.active)
+        try:
+            threading.Event().wait(self.delay)
+            return self.data[start:end]
+        finally:
+            with self.lock:
+                self.active -= 1
+                self.finished += 1
+
+
+def pool_client(connections: int) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        config=Config(max_pool_connections=connections),
+    )
+
+
+BIG = bytes(range(256)) * 4096  # 1 MiB
+
+
+def test_the_default_depth_grows_while_the_caller_waits_up_to_the_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", raising=False)
+    source = SlowSource(BIG, 0.05, client=pool_client(6))
+    fetcher = RangeFetcher(source, 0, range_size=16 * 1024, prefetch=AUTO_PREFETCH)
+    assert concurrency_limit(source, 16 * 1024) == 5  # the pool less one
+    got = b"".join(data for _, data in fetcher)
+    assert got == BIG
+    assert fetcher.depth == 5 and source.peak == 5  # grew from 2, never past the limit
+
+
+def test_an_explicit_prefetch_is_kept_however_long_the_caller_waits() -> None:
+    source = SlowSource(BIG[: 64 * 1024], 0.02)
+    fetcher = RangeFetcher(source, 0, range_size=4096, prefetch=2)
+    assert b"".join(data for _, data in fetcher) == BIG[: 64 * 1024]
+    assert fetcher.depth == 2 and source.peak <= 2
+
+
+def test_the_depth_stays_put_when_the_caller_is_the_limit() -> None:
+    source = CountingSource(DATA)  # answers at once
+    fetcher = RangeFetcher(source, 0, range_size=100, prefetch=AUTO_PREFETCH)
+    for _ in fetcher:
+        threading.Event().wait(0.03)  # the caller's own work is what takes time
+    assert fetcher.depth <= 3  # 2, or 3 if the very first GET kept it waiting
+
+
+def test_the_memory_budget_bounds_the_depth(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")  # a quarter: 32 MiB
+    assert memory_budget() == 32 * 1024 * 1024
+    assert concurrency_limit(CountingSource(DATA), 8 * 1024 * 1024) == 3  # 3 in flight + 1 parsed = 32 MiB
+    assert concurrency_limit(CountingSource(DATA), 64 * 1024 * 1024) == 1  # always at least one
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "10240")
+    assert concurrency_limit(CountingSource(DATA), 1024) == 9  # botocore's pool of 10, less one
+    assert concurrency_limit(SlowSource(DATA, 0, client=pool_client(64)), 1024) == 16  # the ceiling
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1")  # 256 KiB: three 64 KiB ranges in flight
+    source = SlowSource(BIG, 0.02)
+    fetcher = RangeFetcher(source, 0, range_size=64 * 1024, prefetch=AUTO_PREFETCH)
+    assert b"".join(data for _, data in fetcher) == BIG
+    assert fetcher.depth == 3 and source.peak == 3
+
+
+def test_closing_stops_every_get_in_flight_within_one_get() -> None:
+    """A hand-off closes the reader: the GETs in flight run in parallel, so closing waits for one, not depth."""
+    delay = 0.3
+    source = SlowSource(bytes(64 * 1024), delay)
+    reader = ChunkReader(source, chunk_size=1024)  # the default: adaptive
+    batches = reader.batches()
+    for _ in range(4):
+        next(batches)  # each one waited for a GET: the depth grew
+    assert reader._fetcher is not None and reader._fetcher.depth > 2
+    with source.lock:
+        in_flight = source.active
+    assert in_flight > 2
+    began = time.monotonic()
+    reader.close()
+    took = time.monotonic() - began
+    assert took < delay * 1.5 < in_flight * delay  # not one after the other
+    assert source.active == 0 and source.started == source.finished
+    started = source.started
+    threading.Event().wait(delay)
+    assert source.started == started  # nothing started after the close
+    assert prefetch_threads() == []
+
+
+def test_the_automatic_range_size_starts_small_and_chunks_keep_their_size() -> None:
+    source = CountingSource(bytes(20 * 1024 * 1024))
+    sizes = [len(data) for _, data in RangeFetcher(source, 0, range_size=AUTO_RANGE_SIZE, prefetch=0)]
+    assert sizes == [
+        FIRST_RANGE,
+        8 * 1024 * 1024,
+        8 * 1024 * 1024,
+        20 * 1024 * 1024 - FIRST_RANGE - 16 * 1024 * 1024,
+    ]
+    assert [len(c) for c in ChunkReader(source)] == [8 * 1024 * 1024, 8 * 1024 * 1024, 4 * 1024 * 1024]
+    assert AUTO_PREFETCH == 2 and repr(AUTO_PREFETCH) == "auto(2)"
+
+
+class JitterSource:
+    """Reads that take a random few milliseconds: completions come in any order."""
+
+    def __init__(self, data: bytes, seed: int) -> None:
+        self.data = data
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def read(self, start: int, end: int) -> bytes:
+        with self.lock:
+            delay = self.rng.random() * 0.004
+        threading.Event().wait(delay)
+        return self.data[start:end]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lines=st.lists(
+        st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b"")), max_size=60
+    ),
+    range_size=st.integers(1, 300),
+    resume=st.integers(0, 60),
+    batch=st.integers(1, 7),
+    seed=st.integers(0, 1000),
+)
+def test_adaptive_prefetch_reads_every_line_once_from_any_resume_point(
+    lines: list[bytes], range_size: int, resume: int, batch: int, seed: int
+) -> None:
+    data = b"".join(line + b"\n" for line in lines)
+    source = JitterSource(data, seed)
+    resume = min(resume, len(lines))
+    start = sum(len(line) + 1 for line in lines[:resume])
+    got: list[bytes] = []
+    position = start
+    while True:  # hops of two batches each, resumed at batch.end
+        reader = LineReader(source, position, range_size=range_size, encoding=None)
+        batches = reader.batches(batch)
+        for _ in range(2):
+            b = next(batches, None)
+            if b is None:
+                break
+            got.extend(b.records)
+            position = b.end
+        done = reader.done or b is None
+        reader.close()
+        if done:
+            break
+    assert got == lines[resume:]
+    assert position == len(data)

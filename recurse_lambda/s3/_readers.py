@@ -22,15 +22,15 @@ from typing import Generic, Self, TypeVar
 
 from ..errors import MalformedRecordError
 from ..shards.reader import ShardRanges
-from ._prefetch import ByteSource, RangeFetcher, _describe, check_window
+from ._prefetch import AUTO_PREFETCH, AUTO_RANGE_SIZE, ByteSource, RangeFetcher, _describe, check_window
 
 __all__ = ["DEFAULT_RANGE_SIZE", "Batch", "ByteSource", "ChunkReader", "MalformedRecordError"]
 
 T = TypeVar("T")
 
-DEFAULT_RANGE_SIZE = 8 * 1024 * 1024
-# Ranges fetched ahead while one is parsed: two keep a request in flight when parsing outruns S3's latency.
-DEFAULT_PREFETCH = 2
+# 8 MiB ranges (a 1 MiB first one) and a prefetch depth that adapts to S3's latency: see RangeFetcher.
+DEFAULT_RANGE_SIZE = AUTO_RANGE_SIZE
+DEFAULT_PREFETCH = AUTO_PREFETCH
 
 
 @dataclass(slots=True)
@@ -354,9 +354,9 @@ class ChunkReader(_Reader[bytes]):
             raise ValueError(f"end ({end}) must be >= start ({start})")
 
     def _new_fetcher(self) -> RangeFetcher:
-        return RangeFetcher(
-            self.source, self.start, range_size=self._range_size, prefetch=self._prefetch, end=self.end
-        )
+        # int(): chunks are all chunk_size bytes, so the automatic size's smaller first range does not apply.
+        size = int(self._range_size)
+        return RangeFetcher(self.source, self.start, range_size=size, prefetch=self._prefetch, end=self.end)
 
     def _parse(self) -> Iterator[_Block[bytes]]:
         for offset, data in self._ranges():
