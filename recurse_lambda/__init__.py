@@ -8,12 +8,12 @@ from .chain.handler import RecursiveHandler, recursive
 from .chain.warm import WarmState
 from .chain.world import InvocationStats, Outcome, Run, World
 from .config import ChainConfig, EmptyState
-from .control import ChainControl, ChainStateError, UnknownChainError
+from .control import ChainControl
 from .core.clock import Clock, SystemClock
 from .core.codec import ENVELOPE_KEY, Envelope, EnvelopeCodec, SpillStore
-from .core.invoke import Invoker, InvokeThrottled, same_version_target
+from .core.invoke import Invoker, same_version_target
 from .core.ledger import ChainRecord, ChainStatus, InMemoryLedger, Ledger
-from .core.notify import ChainFailureNotice, FailureNotifier, NotifyError
+from .core.notify import ChainFailureNotice, FailureNotifier
 from .core.policy import (
     BudgetPolicy,
     BudgetState,
@@ -29,23 +29,27 @@ from .errors import (
     BucketNotFoundError,
     BudgetError,
     ChainFailed,
+    ChainStateError,
     ChunkTooLargeError,
     ConfigurationError,
     EnvelopeError,
     EnvelopeSignatureError,
     GuardExceeded,
     HandOffError,
+    InvokeThrottled,
     LedgerConflict,
     LedgerError,
     LostLeaseError,
     MalformedRecordError,
     MaxDurationExceeded,
     MaxHopsExceeded,
+    NotifyError,
     ObjectChangedError,
     ObjectNotFoundError,
     RecurseLambdaError,
     S3Error,
     TriggerError,
+    UnknownChainError,
 )
 from .errors import publish_exceptions as _publish_exceptions
 from .shards.plan import Shard, Shards, SourceRef

@@ -28,31 +28,19 @@ from .core.codec import (
 )
 from .core.invoke import Invoker
 from .core.ledger import ChainRecord, ChainStatus, Ledger
-from .errors import ConfigurationError, HandOffError, LedgerConflict, RecurseLambdaError
+from .errors import (
+    ChainStateError,
+    ConfigurationError,
+    HandOffError,
+    LedgerConflict,
+    UnknownChainError,
+)
 from .shards.job import end_job, shard_spec
 from .shards.plan import shard_chain_ids
 
 __all__ = ["ChainControl", "ChainStateError", "UnknownChainError"]
 
 ClientFactory = Callable[[str], Any]
-
-
-class UnknownChainError(RecurseLambdaError):
-    """The ledger holds no chain with this id (never started, or removed after its retention)."""
-
-    def __init__(self, chain_id: str) -> None:
-        super().__init__(
-            f"no chain {chain_id!r} in the ledger (never started, or expired after its retention)"
-        )
-        self.chain_id = chain_id
-
-
-class ChainStateError(LedgerConflict):
-    """The chain is not in a state that allows the action; ``current`` is the record as the ledger holds it."""
-
-    def __init__(self, message: str, current: ChainRecord) -> None:
-        super().__init__(message, current)
-        self.status = current.status
 
 
 def _when(ts: float) -> str:

@@ -2,6 +2,7 @@
 
 RecurseLambdaError
 ├── ConfigurationError          bad or missing configuration, found before any side effect
+│   └── RecursionNotAllowed     the function's RecursiveLoop is Terminate (AWS would stop the chain at ~16)
 ├── EnvelopeError               a continuation payload that cannot be trusted or read
 │   └── EnvelopeSignatureError  missing or wrong HMAC signature
 ├── BudgetError                 the time budget cannot be kept
@@ -10,8 +11,13 @@ RecurseLambdaError
 │   ├── MaxHopsExceeded
 │   └── MaxDurationExceeded
 ├── HandOffError                the next hop could not be started (throttled past the deadline, spill failed)
+│   └── InvokeThrottled         Lambda throttled the invoke (carries the server's retry hint)
+├── HopNotDead                  an on-failure record came for a hop that may still be alive: deliver it later
 ├── LedgerConflict              a conditional ledger write failed (carries the current record)
-│   └── LostLeaseError          this invocation no longer owns its hop (fencing): stop at once
+│   ├── LostLeaseError          this invocation no longer owns its hop (fencing): stop at once
+│   └── ChainStateError         a control action the chain's status does not allow (cancel a finished chain)
+├── UnknownChainError           the ledger holds no chain with this id
+├── NotifyError                 a failure notice could not be sent (logged; the chain is FAILED anyway)
 ├── ChainFailed                 the chain ended FAILED (carries the error and the last committed state)
 ├── TriggerError                an event-source event (SQS, S3, ...) that is empty or malformed, or a record of it
 └── S3Error                     S3 trouble, named precisely
@@ -177,3 +183,59 @@ class ObjectChangedError(S3Error):
             f"s3://{bucket}/{key} changed while the chain was reading it: pinned ETag {expected_etag}, "
             f"now {now}; the chain stops rather than mix two versions of the object"
         )
+
+
+# Errors raised by the chain's control, its hand-off, its notices and its deployment checks.
+
+
+class UnknownChainError(RecurseLambdaError):
+    """The ledger holds no chain with this id (never started, or removed after its retention)."""
+
+    def __init__(self, chain_id: str) -> None:
+        super().__init__(
+            f"no chain {chain_id!r} in the ledger (never started, or expired after its retention)"
+        )
+        self.chain_id = chain_id
+
+
+class ChainStateError(LedgerConflict):
+    """The chain is not in a state that allows the action; ``current`` is the record as the ledger holds it."""
+
+    def __init__(self, message: str, current: ChainRecord) -> None:
+        super().__init__(message, current)
+        self.status = current.status
+
+
+class InvokeThrottled(HandOffError):
+    """The invoke was throttled; ``retry_after`` is the server's hint in seconds, when it gave one."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class NotifyError(RecurseLambdaError):
+    """A failure notice could not be sent. The runner logs it and carries on: the chain is FAILED anyway."""
+
+
+class RecursionNotAllowed(ConfigurationError):
+    """The function's ``RecursiveLoop`` is ``Terminate``: Lambda would stop the chain after about 16 hops."""
+
+    def __init__(self, function: str) -> None:
+        self.function = function
+        name = (
+            function.split(":")[6] if function.startswith("arn:") and function.count(":") >= 6 else function
+        )
+        super().__init__(
+            f"function {function} has RecursiveLoop=Terminate: AWS's recursive loop detection stops a chain "
+            "of self-invocations after about 16 invocations, so this chain would be cut off in mid-run. Set "
+            "it to Allow: `aws lambda put-function-recursion-config --function-name "
+            f"{name} --recursive-loop Allow` (PutFunctionRecursionConfig), or `RecursiveLoop: Allow` on the "
+            "function in the template (AWS::Serverless::Function in SAM, AWS::Lambda::Function in "
+            "CloudFormation, recursiveLoop in the CDK). The library's own guards, max_hops and max_duration, "
+            "bound the chain instead."
+        )
+
+
+class HopNotDead(RecurseLambdaError):
+    """An on-failure record came for a hop that may still be alive: raised so that it is delivered again later."""

@@ -32,7 +32,8 @@ from recurse_lambda import (
     recursive,
 )
 from recurse_lambda.aws import LambdaInvoker, S3SpillStore
-from recurse_lambda.control import ChainControl, ChainStateError, UnknownChainError, code_version_of
+from recurse_lambda.control import ChainControl, code_version_of
+from recurse_lambda.errors import ChainStateError, UnknownChainError
 from recurse_lambda.local import FakeContext, MemorySpillStore, VirtualClock
 from tests.conftest import Counter, expected
 

@@ -25,8 +25,9 @@ from recurse_lambda import (
     World,
     after_chunks,
 )
-from recurse_lambda.chain.deliveries import DEAD_AFTER, MAX_RESENDS, HopNotDead
+from recurse_lambda.chain.deliveries import DEAD_AFTER, MAX_RESENDS
 from recurse_lambda.core.codec import ENVELOPE_KEY, EnvelopeCodec
+from recurse_lambda.errors import HopNotDead
 from recurse_lambda.keys import default as default_chain_id
 from recurse_lambda.local import FakeContext, FaultPlan, VirtualClock
 from recurse_lambda.shards.plan import SHARD_KEY

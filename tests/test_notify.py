@@ -17,7 +17,8 @@ from moto import mock_aws
 
 from recurse_lambda import ConfigurationError, RecurseLambdaError
 from recurse_lambda.aws._notify import EventBridgeNotifier, SnsNotifier, SqsNotifier
-from recurse_lambda.core.notify import ChainFailureNotice, FailureNotifier, NotifyError, send_notice
+from recurse_lambda.core.notify import ChainFailureNotice, FailureNotifier, send_notice
+from recurse_lambda.errors import NotifyError
 
 REGION = "us-east-1"
 FN = "arn:aws:lambda:us-east-1:123456789012:function:lines:7"

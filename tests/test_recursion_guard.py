@@ -10,7 +10,8 @@ from botocore.exceptions import EndpointConnectionError
 from botocore.stub import Stubber
 
 from recurse_lambda import ConfigurationError
-from recurse_lambda.aws._recursion import RecursionGuard, RecursionNotAllowed
+from recurse_lambda.aws._recursion import RecursionGuard
+from recurse_lambda.errors import RecursionNotAllowed
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:lines"
 

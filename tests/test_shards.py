@@ -24,7 +24,7 @@ from recurse_lambda import (
     Shards,
     recursive,
 )
-from recurse_lambda.control import ChainStateError
+from recurse_lambda.errors import ChainStateError
 from recurse_lambda.local import FaultPlan, Simulator, VirtualClock
 from recurse_lambda.shards.plan import SHARD_KEY, ObjectInfo, plan_shards, shard_chain_id, shard_chain_ids
 

@@ -7,8 +7,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..core.invoke import InvokeThrottled
-from ..errors import HandOffError
+from ..errors import HandOffError, InvokeThrottled
 
 
 def _retry_after(error: ClientError) -> float | None:

@@ -26,8 +26,8 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..chain.warm import boto3_client
-from ..core.notify import NOTICE_TYPE, ChainFailureNotice, NotifyError
-from ..errors import ConfigurationError
+from ..core.notify import NOTICE_TYPE, ChainFailureNotice
+from ..errors import ConfigurationError, NotifyError
 
 __all__ = ["EventBridgeNotifier", "SnsNotifier", "SqsNotifier"]
 

@@ -15,7 +15,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..chain.warm import boto3_client
-from ..errors import ConfigurationError
+from ..errors import RecursionNotAllowed
 
 __all__ = ["RecursionGuard", "RecursionNotAllowed"]
 
@@ -39,25 +39,6 @@ def _unqualified(function: str) -> str:
     if len(parts) == 8 and parts[0] == "arn" and parts[5] == "function":
         return ":".join(parts[:7])
     return function
-
-
-class RecursionNotAllowed(ConfigurationError):
-    """The function's ``RecursiveLoop`` is ``Terminate``: Lambda would stop the chain after about 16 hops."""
-
-    def __init__(self, function: str) -> None:
-        self.function = function
-        name = (
-            function.split(":")[6] if function.startswith("arn:") and function.count(":") >= 6 else function
-        )
-        super().__init__(
-            f"function {function} has RecursiveLoop=Terminate: AWS's recursive loop detection stops a chain "
-            "of self-invocations after about 16 invocations, so this chain would be cut off in mid-run. Set "
-            "it to Allow: `aws lambda put-function-recursion-config --function-name "
-            f"{name} --recursive-loop Allow` (PutFunctionRecursionConfig), or `RecursiveLoop: Allow` on the "
-            "function in the template (AWS::Serverless::Function in SAM, AWS::Lambda::Function in "
-            "CloudFormation, recursiveLoop in the CDK). The library's own guards, max_hops and max_duration, "
-            "bound the chain instead."
-        )
 
 
 class RecursionGuard:

@@ -13,6 +13,7 @@ from ..errors import (
     ConfigurationError,
     EnvelopeError,
     EnvelopeSignatureError,
+    HopNotDead,
     LedgerConflict,
     RecurseLambdaError,
 )
@@ -75,10 +76,6 @@ def not_claimed(inv: Hop, current: ChainRecord | None) -> dict[str, Any]:
 # it in its queue, which delivers it again (every 3 minutes, 5 times, in the template).
 DEAD_AFTER = 300.0
 MAX_RESENDS = 1
-
-
-class HopNotDead(RecurseLambdaError):
-    """An on-failure record came for a hop that may still be alive: raised so that it is delivered again later."""
 
 
 def refuse_internal_markers(event: Any) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..config import ChainConfig
 from ..core.codec import Envelope, EnvelopeCodec, is_envelope, signing_key_from
-from ..core.invoke import InvokeThrottled, same_version_target
+from ..core.invoke import same_version_target
 from ..core.ledger import ChainRecord, ChainStatus
 from ..core.policy import BudgetState
 from ..core.state_codec import dump_state, load_state, nonfinite_path
@@ -26,6 +26,7 @@ from ..errors import (
     ConfigurationError,
     EnvelopeError,
     HandOffError,
+    InvokeThrottled,
     LedgerConflict,
     LedgerError,
     LostLeaseError,

@@ -4,16 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-from ..errors import HandOffError
-
-
-class InvokeThrottled(HandOffError):
-    """The invoke was throttled; ``retry_after`` is the server's hint in seconds, when it gave one."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
 
 @runtime_checkable
 class Invoker(Protocol):

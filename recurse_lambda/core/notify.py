@@ -19,7 +19,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from ..errors import RecurseLambdaError
+from ..errors import NotifyError
 from .state_codec import strict_dumps
 
 __all__ = [
@@ -36,10 +36,6 @@ NOTICE_VERSION = 1
 MAX_ERROR_CHARS = 4096
 
 log = logging.getLogger("recurse_lambda")
-
-
-class NotifyError(RecurseLambdaError):
-    """A failure notice could not be sent. The runner logs it and carries on: the chain is FAILED anyway."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,9 +8,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..core.invoke import InvokeThrottled
 from ..core.ledger import ChainRecord, ChainStatus, Ledger
-from ..errors import ConfigurationError, EnvelopeError
+from ..errors import ConfigurationError, EnvelopeError, InvokeThrottled
 from ._faults import InvocationFaults
 
 if TYPE_CHECKING:

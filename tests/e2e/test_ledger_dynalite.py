@@ -12,7 +12,7 @@ import pytest
 
 from recurse_lambda.aws import DynamoDBLedger
 from recurse_lambda.local.lambda_fixture import Dynalite, MotoDynamoDB, create_ledger_table, dynamodb_client
-from tests.ledger_contract import LedgerContract
+from recurse_lambda.testing.ledger_contract import LedgerContract
 
 needs_node = pytest.mark.skipif(not Dynalite.available(), reason="dynalite needs node and npm")
 
@@ -79,7 +79,7 @@ def test_create_table_turns_ttl_on(dynalite_client):
 @needs_node
 def test_a_refused_claim_costs_one_request(dynalite_client):
     from recurse_lambda import LedgerConflict
-    from tests.ledger_contract import P0
+    from recurse_lambda.testing.ledger_contract import P0
 
     name = f"chains-{uuid.uuid4().hex[:8]}"
     create_ledger_table(dynalite_client, name)
