@@ -144,12 +144,16 @@ def test_the_tooltip_gives_the_figures_of_the_hop() -> None:
     assert "utilisation 75.0%" in text and "outcome handed_off" in text
 
 
-def test_wide_bars_say_their_utilisation_narrow_ones_do_not() -> None:
+def test_wide_bars_say_their_hop_and_how_they_ended_narrow_ones_carry_it_below() -> None:
+    # (Replaces a test that pinned "hop 0 · 80%" in the bar: the utilisation is the dark part and the tooltip;
+    # the text now says what a glance needs, the hop and, unless it handed off, how it ended.)
     wide = row(1, 0.0, 100.0, chunk_time=80.0)
-    narrow = row(2, 100.0, 100.5, chunk_time=0.4)
-    wide_bar, narrow_bar = bars(parse(timeline_svg(report_of(wide, narrow))))
-    assert [t.text for t in wide_bar.iter(f"{SVG}text")] == ["hop 0 \u00b7 80%"]
-    assert list(narrow_bar.iter(f"{SVG}text")) == []
+    ended = row(2, 100.0, 200.0, "timeout", chunk_time=80.0)
+    narrow = row(3, 200.0, 200.5, "succeeded", chunk_time=0.4)
+    wide_bar, ended_bar, narrow_bar = bars(parse(timeline_svg(report_of(wide, ended, narrow))))
+    assert [t.text for t in wide_bar.iter(f"{SVG}text") if t.get("class") == "label"] == ["hop 0"]
+    assert [t.text for t in ended_bar.iter(f"{SVG}text")] == ["hop 1 \u00b7 timed out"]
+    assert [(t.text, t.get("class")) for t in narrow_bar.iter(f"{SVG}text")] == [("2", "hop")]
 
 
 def test_a_later_invocation_is_further_right_and_longer_is_wider() -> None:
