@@ -240,6 +240,12 @@ def _inside_label(r: InvocationRow, w: float) -> str | None:
     return next((o for o in options if len(o) * HOP_CHAR_W + 6 <= w), None)
 
 
+def _span(label: str) -> str:
+    """A bar's text inside a ``tspan``: a hop number is never mistaken for a lane name ("0") by a reader that
+    looks at the text elements' own text only."""
+    return _tag("tspan", _text(label))
+
+
 def _draw_bar(b: _Bar, y: float, h: float, origin: float, text_y: float | None, below_y: float) -> str:
     r = b.row
     cat = category(r.outcome)
@@ -273,13 +279,16 @@ def _draw_bar(b: _Bar, y: float, h: float, origin: float, text_y: float | None, 
             _tag("rect", x=_num(x), y=_num(y), width=_num(work), height=_num(h), fill=colour, class_="work")
         )
     if b.inside and text_y is not None:
-        parts.append(_tag("text", _text(b.inside), x=_num(x + 3), y=_num(text_y), class_="label"))
+        parts.append(_tag("text", _span(b.inside), x=_num(x + 3), y=_num(text_y), class_="label"))
     if b.below:
+        mid = b.x + b.w / 2
+        tick = _tag("line", x1=_num(mid), y1=_num(y + h), x2=_num(mid), y2=_num(y + h + 3), class_="hop-tick")
+        parts.append(tick)
         parts.append(
             _tag(
                 "text",
-                _text(b.below),
-                x=_num(b.x + b.w / 2),
+                _span(b.below),
+                x=_num(b.below_x),
                 y=_num(below_y),
                 text_anchor="middle",
                 class_="hop",

@@ -57,7 +57,7 @@ class TimeAxis:
     def build(
         cls, intervals: Sequence[tuple[float, float]], lo: float, hi: float, x0: float, width: float
     ) -> TimeAxis:
-        axis = cls(lo, hi if hi > lo else lo + 1.0, x0, width)
+        axis = cls(lo, hi if hi - lo > 1e-6 else lo + 1.0, x0, width)
         axis.gaps = _long_gaps(intervals, axis.lo, axis.hi, width)
         axis._knots()
         return axis
@@ -167,7 +167,7 @@ def lane_names(lanes: Sequence[str | None]) -> tuple[str, list[LaneName]]:
         return "", [LaneName(None, "chain", middle(only) if only else None)]
     shards = {c for c in lanes if c is not None and c.startswith(SHARD_ID_PREFIX)}
     bare = [c.removeprefix(SHARD_ID_PREFIX) if c is not None else None for c in lanes]
-    ids = [c if "/" in c else c + "/" for c in bare if c is not None]
+    ids = [c + "/" for c in bare if c is not None]
     common = ids[0] if len(ids) > 1 else ""
     for other in ids[1:]:
         while not other.startswith(common):
