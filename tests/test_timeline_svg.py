@@ -144,12 +144,16 @@ def test_the_tooltip_gives_the_figures_of_the_hop() -> None:
     assert "utilisation 75.0%" in text and "outcome handed_off" in text
 
 
-def test_wide_bars_say_their_utilisation_narrow_ones_do_not() -> None:
+def test_wide_bars_say_their_hop_and_how_they_ended_narrow_ones_carry_it_below() -> None:
+    # (Replaces a test that pinned "hop 0 · 80%" in the bar: the utilisation is the dark part and the tooltip;
+    # the text now says what a glance needs, the hop and, unless it handed off, how it ended.)
     wide = row(1, 0.0, 100.0, chunk_time=80.0)
-    narrow = row(2, 100.0, 100.5, chunk_time=0.4)
-    wide_bar, narrow_bar = bars(parse(timeline_svg(report_of(wide, narrow))))
-    assert [t.text for t in wide_bar.iter(f"{SVG}text")] == ["hop 0 \u00b7 80%"]
-    assert list(narrow_bar.iter(f"{SVG}text")) == []
+    ended = row(2, 100.0, 200.0, "timeout", chunk_time=80.0)
+    narrow = row(3, 200.0, 200.5, "succeeded", chunk_time=0.4)
+    wide_bar, ended_bar, narrow_bar = bars(parse(timeline_svg(report_of(wide, ended, narrow))))
+    assert visible(wide_bar) == ["hop 0"]
+    assert visible(ended_bar) == ["hop 1 \u00b7 timed out"]
+    assert [("".join(t.itertext()), t.get("class")) for t in narrow_bar.iter(f"{SVG}text")] == [("2", "hop")]
 
 
 def test_a_later_invocation_is_further_right_and_longer_is_wider() -> None:
@@ -318,3 +322,164 @@ def test_write_timeline_writes_the_file(tmp_path: Path) -> None:
     assert path == tmp_path / "chain.svg"
     assert path.read_text(encoding="utf-8") == report.timeline_svg(title="written")
     assert texts(parse(path.read_text(encoding="utf-8")), "title") == ["written"]
+
+
+# --- Readable at a glance: hop numbers as text, compressed idle gaps, lane names, a legend, 300 hops ---
+
+import itertools  # noqa: E402
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from recurse_lambda.local._svg import LABEL_W, RIGHT, WIDTH  # noqa: E402
+from recurse_lambda.local._svg_layout import GAP_W, HOP_CHAR_W, TimeAxis, middle  # noqa: E402
+
+
+def visible(bar: ET.Element) -> list[str]:
+    """The text drawn in or under a bar (its tooltip aside)."""
+    return ["".join(t.itertext()) for t in bar.iter(f"{SVG}text")]
+
+
+def hop_of(text: str) -> str:
+    return text.removeprefix("hop ").split(" ")[0]
+
+
+def test_every_hop_of_a_short_chain_is_labelled_with_its_number() -> None:
+    clock = VirtualClock()
+    report = Simulator(counting_handler(clock), timeout=5.0, clock=clock, ledger="memory").run({"n": 300})
+    assert 5 <= report.hops <= 12
+    drawn = bars(parse(report.timeline_svg()))
+    assert [hop_of(t) for b in drawn for t in visible(b)] == [str(r.hop) for r in report.rows]
+
+
+def test_a_two_hop_chain_names_each_hop_and_its_end_inside_the_bar() -> None:
+    root = parse(timeline_svg(report_of(row(1, 0.0, 4.0), row(2, 4.1, 8.0, "succeeded"))))
+    assert [visible(b) for b in bars(root)] == [["hop 0"], ["hop 1 \u00b7 succeeded"]]
+
+
+def gap_report() -> ChainReport:
+    """A hop that raised, Lambda's 120 s retry delay, then the retry and one more hop."""
+    return report_of(
+        row(1, 0.0, 2.0, "error"),
+        row(2, 122.0, 124.0, kind="retry", attempt=2, hop=0),
+        row(3, 124.05, 126.0, "succeeded", hop=1),
+    )
+
+
+def test_a_long_idle_gap_is_drawn_narrow_and_says_how_long_it_was() -> None:
+    root = parse(timeline_svg(gap_report()))
+    [gap] = [r for r in root.iter(f"{SVG}rect") if r.get("class") == "gap"]
+    assert float(gap.get("width") or 0) <= GAP_W  # 120 s of nothing takes a fixed, small width...
+    [label] = [t for t in root.iter(f"{SVG}text") if t.get("class") == "gap-label"]
+    assert label.text == "120 s idle" and label.get("data-seconds") == "120"  # ...and is said in words
+    first, retry, last = (outer(b) for b in bars(root))
+    # The work gets the room: each 2 s invocation is hundreds of pixels wide, not a sliver of a 126 s axis.
+    assert min(float(r.get("width") or 0) for r in (first, retry, last)) > 250
+    gap_x = float(gap.get("x") or 0)
+    assert float(first.get("x") or 0) + float(first.get("width") or 0) <= gap_x + 1
+    assert gap_x + float(gap.get("width") or 0) <= float(retry.get("x") or 0) + 1
+    ticks = [
+        t.text or "" for t in root.iter(f"{SVG}text") if t.get("class") == "tick" and t.text[:1].isdigit()
+    ]
+    assert "122 s" in ticks or "123 s" in ticks  # the axis keeps real time after the break
+    assert any("idle time, drawn compressed" in t for t in texts(root, "legend"))
+
+
+def test_short_pauses_between_hops_are_not_compressed() -> None:
+    root = parse(
+        timeline_svg(report_of(row(1, 0.0, 10.0), row(2, 15.0, 25.0), row(3, 30.0, 40.0, "succeeded")))
+    )
+    assert not [r for r in root.iter(f"{SVG}rect") if r.get("class") == "gap"]
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 1e5, allow_nan=False), st.floats(0, 600, allow_nan=False)),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_the_time_axis_is_monotonic_and_fits_the_plot(spans: list[tuple[float, float]]) -> None:
+    intervals = [(a, a + d) for a, d in spans]
+    lo, hi = min(a for a, _ in intervals), max(b for _, b in intervals)
+    axis = TimeAxis.build(intervals, lo, hi, LABEL_W, 1000.0)
+    points = sorted({lo, hi, *(t for iv in intervals for t in iv)})
+    xs = [axis.x(t) for t in points]
+    assert all(b >= a - 1e-6 for a, b in itertools.pairwise(xs))
+    assert xs[0] >= LABEL_W - 1e-6 and xs[-1] <= LABEL_W + 1000.0 + 1e-6
+    for a, b in axis.gaps:  # a compressed gap is idle: no invocation runs inside it
+        assert not any(s < b and a < e for s, e in intervals)
+
+
+def test_a_300_hop_chain_keeps_its_width_and_readable_hop_numbers() -> None:
+    rows = [row(i + 1, i * 1.0, i * 1.0 + 0.95, "handed_off", hop=i) for i in range(300)]
+    rows[137] = row(138, 137.0, 137.95, "timeout", hop=137)
+    rows[-1] = row(300, 299.0, 299.95, "succeeded", hop=299)
+    root = parse(timeline_svg(report_of(*rows)))
+    assert root.get("width") == str(WIDTH) and len(bars(root)) == 300
+    assert float(root.get("height") or 0) < 300  # one lane: the picture does not grow with the hops
+    shown = [
+        (float(t.get("x") or 0), "".join(t.itertext()))
+        for b in bars(root)
+        for t in b.iter(f"{SVG}text")
+        if t.get("class") == "hop"
+    ]
+    numbers = [int(text) for _, text in shown]
+    assert {0, 137, 299} <= set(numbers)  # the ends, and the hop that timed out
+    regular = [n for n in numbers if n % 10 == 0]
+    # Every 10th hop, but for those whose label would touch the timed-out hop's, which comes first.
+    assert set(regular) <= set(range(0, 300, 10)) and set(range(0, 300, 10)) - set(regular) <= {130, 140}
+    spans = sorted((x - len(s) * HOP_CHAR_W / 2, x + len(s) * HOP_CHAR_W / 2) for x, s in shown)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))  # no two labels overlap
+    assert spans[0][0] >= LABEL_W and spans[-1][1] <= WIDTH - RIGHT
+
+
+def test_lanes_have_readable_names() -> None:
+    chain = "ev-8a9f4c1bbbcc647d0123456789fa20c4af5e"
+    root = parse(timeline_svg(report_of(row(1, 0.0, 5.0, "succeeded", chain_id=chain))))
+    assert texts(root, "lane") == ["chain"]
+    [short] = texts(root, "lane-id")
+    assert (
+        short == middle(chain)
+        and short.startswith("ev-8a9f")
+        and short.endswith("af5e")
+        and "\u2026" in short
+    )
+    job = "orders-2024-06-01/7f3a9c2e"
+    rows = [row(1, 0.0, 1.0, "split", chain_id=job)]
+    rows += [row(i + 2, 1.1, 5.0, "succeeded", hop=0, chain_id=f"@shard/{job}/{i:02d}") for i in range(3)]
+    sharded = parse(timeline_svg(report_of(*rows)))
+    lines = []
+    for g in sharded.iter(f"{SVG}g"):
+        if g.find(f"{SVG}title") is not None and g.find(f"{SVG}text[@class='lane']") is not None:
+            lines.append(" ".join(t.text or "" for t in g.iter(f"{SVG}text") if t.get("class") != "lane-id"))
+    assert lines == ["job", "shard 0", "shard 1", "shard 2"]
+
+
+@given(st.text(min_size=0, max_size=80), st.integers(3, 40))
+def test_an_id_is_shortened_in_the_middle(text: str, limit: int) -> None:
+    short = middle(text, limit)
+    assert len(short) <= max(limit, 0) or short == text
+    if len(text) <= limit:
+        assert short == text
+    else:
+        head, tail = short.split("\u2026", 1) if short.count("\u2026") == 1 else (short[: limit // 2], "")
+        assert text.startswith(head) and text.endswith(tail) and abs(len(head) - len(tail)) <= 1
+
+
+def test_overlapping_invocations_of_a_chain_are_stacked_not_hidden() -> None:
+    first = row(1, 0.0, 5.0, "timeout")
+    duplicate = row(2, 1.0, 4.0, "duplicate", kind="duplicate", hop=0, chunks=0, chunk_time=0.0)
+    root = parse(timeline_svg(report_of(first, duplicate, row(3, 5.1, 9.0, "succeeded"))))
+    a, b, c = bars(root)
+    assert (a.get("data-track"), b.get("data-track"), c.get("data-track")) == ("0", "1", "0")
+    assert float(outer(b).get("y") or 0) > float(outer(a).get("y") or 0) + float(outer(a).get("height") or 0)
+    assert any("overlapped" in t for t in texts(root, "note"))
+
+
+def test_the_legend_explains_every_mark_used() -> None:
+    root = parse(timeline_svg(gap_report()))
+    assert texts(root, "legend")[:3] == ["handed off", "succeeded", "raised: Lambda retries"]
+    notes = " ".join(texts(root, "note"))
+    for part in ("its hop", "dark: chunk work", "dashed outline: a Lambda retry"):
+        assert part in notes

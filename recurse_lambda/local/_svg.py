@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..shards.plan import SHARD_ID_PREFIX
+from ._svg_layout import HOP_CHAR_W, LaneName, TimeAxis, duration_text, lane_names, pack, place_labels
 
 if TYPE_CHECKING:
     from ._report import ChainReport, InvocationRow
@@ -22,8 +23,7 @@ RIGHT = 24
 LANE_MAX = 34.0  # px per lane while few lanes
 PLOT_MAX = 900.0  # px for all lanes: past this, lanes get thinner rather than the picture taller
 LABEL_EVERY_PX = 13.0  # at least this far between two lane labels
-LABEL_CHARS = 20
-CHAR_W = 6.0  # approximate width of a character at font-size 11
+CHAR_W = 5.8  # approximate width of a character at font-size 11
 
 # Category -> (colour, legend). The pale part of a bar is its time outside chunks, the dark part chunk work.
 CATEGORIES: dict[str, tuple[str, str]] = {
@@ -54,6 +54,21 @@ OUTCOME_CATEGORY = {
     "duplicate": "dropped",
     "stale": "dropped",
     "lost_lease": "lost_lease",
+    "rejected": "rejected",
+    "split": "split",
+    "waiting": "waiting",
+    "dispatched": "dispatched",
+}
+# The word written after a hop number in a bar wide enough (none for a plain hand-off: the colour says it).
+OUTCOME_WORD = {
+    "succeeded": "succeeded",
+    "resent": "re-sent",
+    "retrying": "raised",
+    "timeout": "timed out",
+    "crash": "crashed",
+    "failed": "failed",
+    "dropped": "duplicate",
+    "lost_lease": "lost lease",
     "rejected": "rejected",
     "split": "split",
     "waiting": "waiting",
@@ -123,26 +138,6 @@ def _lanes(report: ChainReport) -> list[str | None]:
     return seen
 
 
-def _short_labels(lanes: list[str | None]) -> tuple[str, list[str]]:
-    """Lane labels without the prefix shared by every chain id (a sharded job's ``job/``), and that prefix."""
-    # A sharded job's own id counts as "job/", so its shards' labels lose the whole "job/" prefix (a shard's
-    # id, "@shard/job/07", is read without its reserved prefix).
-    lanes = [c.removeprefix(SHARD_ID_PREFIX) if c is not None else None for c in lanes]
-    ids = [c if "/" in c else c + "/" for c in lanes if c is not None]
-    common = ids[0] if len(ids) > 1 else ""
-    for other in ids[1:]:
-        while not other.startswith(common):
-            common = common[:-1]
-    prefix = common[: common.rfind("/") + 1]  # whole path segments only: "job/", never "job/00"
-    labels = []
-    for lane in lanes:
-        label = (
-            "(no chain)" if lane is None else "job" if lane + "/" == prefix else lane[len(prefix) :] or lane
-        )
-        labels.append(label if len(label) <= LABEL_CHARS else label[: LABEL_CHARS - 1] + "\u2026")
-    return prefix, labels
-
-
 def _tooltip(r: InvocationRow, origin: float) -> str:
     hop = "-" if r.hop is None else r.hop
     lines = [
@@ -176,24 +171,27 @@ def _header(report: ChainReport, title: str | None, lanes: int, prefix: str) -> 
     yield _tag("text", _text(line), x=16, y=44, class_="summary")
 
 
-def _legend(report: ChainReport, y: float, width: int) -> tuple[list[str], float]:
-    """Swatches of the categories present, then notes on the bars' parts; wraps. Returns the last line's y."""
+def _legend(
+    report: ChainReport, y: float, width: int, notes: list[str], gaps: bool
+) -> tuple[list[str], float]:
+    """Swatches of the categories present, then what the marks mean; wraps. Returns the last line's y."""
     present = {category(r.outcome) for r in report.rows}
     items = [(cat, label) for cat, (_, label) in CATEGORIES.items() if cat in present]
-    kinds = {r.kind for r in report.rows}
-    notes = ["dark: chunk work, pale: the rest of the invocation"]
-    if "retry" in kinds:
-        notes.append("dashed outline: a Lambda retry")
-    if "destination" in kinds:
-        notes.append("dotted: an on-failure record")
-    items.append(("", " \u00b7 ".join(notes)))
+    if gaps:
+        items.append(("gap", "idle time, drawn compressed: its real length is written above it"))
+    items += [("", note) for note in notes]
     out: list[str] = []
     x = 16.0
-    for cat, label in items:
+    for n, (cat, label) in enumerate(items):
         item_w = (14 if cat else 0) + len(label) * CHAR_W
-        if x > 16 and x + item_w > width - RIGHT:
+        first_note = not cat and n > 0 and items[n - 1][0] != ""
+        if x > 16 and (x + item_w > width - RIGHT or first_note):  # the notes start a line of their own
             x, y = 16.0, y + 16
-        if cat:
+        if cat == "gap":
+            out.append(_tag("rect", x=_num(x), y=_num(y - 9), width=10, height=10, class_="gap swatch-gap"))
+            out.append(_break(x + 5, y - 4, 5))
+            x += 14
+        elif cat:
             colour = CATEGORIES[cat][0]
             out.append(
                 _tag(
@@ -212,15 +210,53 @@ def _legend(report: ChainReport, y: float, width: int) -> tuple[list[str], float
     return out, y
 
 
-def _bar(
-    r: InvocationRow, lane: int, x: float, w: float, y: float, h: float, origin: float, big: bool
-) -> str:
+def _break(x: float, y: float, half: float) -> str:
+    """An axis-break mark: two short parallel slashes centred on (x, y)."""
+    d = " ".join(
+        f"M{_num(x + dx - half / 2)},{_num(y + half)} L{_num(x + dx + half / 2)},{_num(y - half)}"
+        for dx in (-2, 2)
+    )
+    return _tag("path", d=d, class_="break")
+
+
+@dataclass
+class _Bar:
+    row: InvocationRow
+    lane: int
+    x: float
+    w: float
+    track: int = 0
+    inside: str | None = None  # the label written in the bar, when one fits
+    below: str | None = None  # the hop number written under it, when placed
+    below_x: float = 0.0
+
+
+def _inside_label(r: InvocationRow, w: float) -> str | None:
+    word = OUTCOME_WORD.get(category(r.outcome))
+    options = (
+        [] if r.hop is None else [f"hop {r.hop} \u00b7 {word}" if word else f"hop {r.hop}", f"hop {r.hop}"]
+    )
+    options += [str(r.hop)] if r.hop is not None else [word] if word else []
+    return next((o for o in options if len(o) * HOP_CHAR_W + 6 <= w), None)
+
+
+def _span(label: str) -> str:
+    """A bar's text inside a ``tspan``: a hop number is never mistaken for a lane name ("0") by a reader that
+    looks at the text elements' own text only."""
+    return _tag("tspan", _text(label))
+
+
+def _draw_bar(b: _Bar, y: float, h: float, origin: float, text_y: float | None, below_y: float) -> str:
+    r = b.row
     cat = category(r.outcome)
     colour = CATEGORIES[cat][0]
     kind = _NOT_TOKEN.sub("_", r.kind)
     outcome = _NOT_TOKEN.sub("_", r.outcome or "none")
-    if w >= 6:  # a 1 px gap between back-to-back hops, which would otherwise merge into one block
+    x, w = b.x, b.w
+    if w >= 6:  # a gap between back-to-back hops, which would otherwise merge into one block
         x, w = x + 1, w - 2
+    elif w >= 3:
+        x, w = x + 0.5, w - 1
     work = w * min(1.0, max(0.0, r.utilization))
     dashes = KIND_STROKE.get(r.kind)
     parts = [
@@ -242,48 +278,101 @@ def _bar(
         parts.append(
             _tag("rect", x=_num(x), y=_num(y), width=_num(work), height=_num(h), fill=colour, class_="work")
         )
-    if big:
-        hop = f"hop {r.hop}" if r.hop is not None else (r.outcome or "?")
-        for label in (f"{hop} \u00b7 {r.utilization:.0%}", f"{r.utilization:.0%}"):
-            if len(label) * CHAR_W + 6 <= w:
-                parts.append(_tag("text", _text(label), x=_num(x + 3), y=_num(y + h / 2 + 4), class_="label"))
-                break
+    if b.inside and text_y is not None:
+        parts.append(_tag("text", _span(b.inside), x=_num(x + 3), y=_num(text_y), class_="label"))
+    if b.below:
+        mid = b.x + b.w / 2
+        tick = _tag("line", x1=_num(mid), y1=_num(y + h), x2=_num(mid), y2=_num(y + h + 3), class_="hop-tick")
+        parts.append(tick)
+        parts.append(
+            _tag(
+                "text",
+                _span(b.below),
+                x=_num(b.below_x),
+                y=_num(below_y),
+                text_anchor="middle",
+                class_="hop",
+            )
+        )
     return _tag(
-        "g", "".join(parts), class_=f"bar c-{cat} o-{outcome} k-{kind}", data_number=r.number, data_lane=lane
+        "g",
+        "".join(parts),
+        class_=f"bar c-{cat} o-{outcome} k-{kind}",
+        data_number=r.number,
+        data_lane=b.lane,
+        data_track=b.track,
     )
 
 
 STYLE = (
-    "text{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;fill:#222}"
-    ".title{font-size:16px;font-weight:600}.summary{font-size:12px}.legend,.lane,.note{font-size:11px}"
-    ".note{fill:#555}.tick{font-size:10px;fill:#555}.label{font-size:10px;fill:#111;paint-order:stroke;"
-    "stroke:#fff;stroke-width:2px}.grid{stroke:#ddd;stroke-width:1}.stripe{fill:#f4f4f4}"
+    "text{font-family:'DejaVu Sans',system-ui,-apple-system,'Segoe UI',sans-serif;fill:#222}"
+    ".title{font-size:16px;font-weight:600}.summary{font-size:12px}.legend,.lane,.lane-kind,.note{font-size:11px}"
+    ".lane{font-weight:600}.lane-id{font-size:9px;fill:#666}"
+    ".note{fill:#555}.tick{font-size:10px;fill:#555}.label,.hop{font-size:10px;fill:#111;paint-order:stroke;"
+    "stroke:#fff;stroke-width:2px}.hop{fill:#333}.grid{stroke:#ddd;stroke-width:1}.stripe{fill:#f4f4f4}"
+    ".gap{fill:#fff;stroke:#bbb;stroke-dasharray:2,2}.break{stroke:#555;stroke-width:1.5;fill:none}"
+    ".gap-label{font-size:10px;font-weight:600;fill:#444}.hop-tick{stroke:#555;stroke-width:1}"
 )
 
 
-def timeline_svg(report: ChainReport, *, title: str | None = None, width: int = WIDTH) -> str:
-    """The report's timeline as an SVG document: lanes per chain, bars per invocation on a shared time axis."""
-    width = max(width, 480)
-    rows = report.rows
-    lanes = _lanes(report)
-    prefix, labels = _short_labels(lanes)
-    legend, legend_y = _legend(report, 66, width)
-    top = legend_y + 26
-    lane_h = min(LANE_MAX, PLOT_MAX / len(lanes))
-    plot_h = lane_h * len(lanes)
-    plot_w = width - LABEL_W - RIGHT
-    height = top + plot_h + 44
-
+def _time_axis(rows: list[InvocationRow], report: ChainReport, plot_w: float) -> TimeAxis:
     # The axis starts where the run started (times in tooltips match the text timeline) and covers every row.
     lo = min([r.start for r in rows], default=report.started)
     hi = max([r.end for r in rows], default=report.ended)
     if report.ended > report.started:
         lo, hi = min(lo, report.started), max(hi, report.ended)
-    span = hi - lo if hi > lo else 1.0
+    return TimeAxis.build([(r.start, r.end) for r in rows], lo, hi, LABEL_W, plot_w)
 
-    def x_of(t: float) -> float:
-        return LABEL_W + (t - lo) / span * plot_w
 
+def timeline_svg(report: ChainReport, *, title: str | None = None, width: int = WIDTH) -> str:
+    """The report's timeline as an SVG document: lanes per chain, bars per invocation on a shared time axis.
+
+    Idle stretches much longer than the invocations (Lambda's retry delays, waits) are drawn compressed, with
+    their real length written above them; bars carry their hop number, inside when it fits, else below.
+    """
+    width = max(width, 480)
+    rows = report.rows
+    lanes = _lanes(report)
+    prefix, names = lane_names(lanes)
+    plot_w = width - LABEL_W - RIGHT
+    axis = _time_axis(rows, report, plot_w)
+
+    # Bars, and the tracks of each lane: invocations of one chain that overlap (a duplicate, a retry running
+    # beside a hung attempt) are stacked rather than drawn over each other.
+    index = {chain: i for i, chain in enumerate(lanes)}
+    drawn: list[_Bar] = []
+    for r in rows:
+        x = axis.x(r.start)
+        drawn.append(_Bar(r, index.get(r.chain_id, 0), x, max(3.0, axis.x(r.end) - x)))
+    depth = [1] * len(lanes)
+    for lane in range(len(lanes)):
+        mine = [b for b in drawn if b.lane == lane]
+        for b, t in zip(mine, pack([(b.x, b.x + b.w) for b in mine]), strict=True):
+            b.track = t
+        depth[lane] = max([b.track + 1 for b in mine], default=1)
+    track_h = min(LANE_MAX, PLOT_MAX / sum(depth))
+    strip = track_h >= 28  # room under a track's bars for hop numbers
+    bar_pad = track_h * 0.15 if track_h >= 6 else 0.0
+    for b in drawn:
+        b.inside = _inside_label(b.row, b.w - 2) if track_h - 2 * bar_pad >= 12 else None
+
+    notes = ["number on or under a bar: its hop", "dark: chunk work, pale: the rest of the invocation"]
+    kinds = {r.kind for r in rows}
+    if "retry" in kinds:
+        notes.append("dashed outline: a Lambda retry")
+    if "destination" in kinds:
+        notes.append("dotted: an on-failure record")
+    if max(depth) > 1:
+        notes.append("bars stacked in a lane: invocations of the chain that overlapped")
+    legend, legend_y = _legend(report, 66, width, notes, bool(axis.gaps))
+    top = legend_y + (40 if axis.gaps else 26)
+    lane_top = [top]
+    for d in depth:
+        lane_top.append(lane_top[-1] + d * track_h)
+    plot_h = lane_top[-1] - top
+    height = top + plot_h + 44
+
+    job_named = any(n.name == "job" for n in names)
     out = [
         '<?xml version="1.0" encoding="UTF-8"?>',
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{_num(height)}" '
@@ -293,51 +382,112 @@ def timeline_svg(report: ChainReport, *, title: str | None = None, width: int = 
         *_header(report, title, len(lanes), prefix),
         *legend,
     ]
-    if prefix:  # the shards' common prefix, said once above their labels
+    if prefix and not job_named:  # the chains' common prefix, said once above their labels
         out.append(_tag("text", _text(prefix + "\u2026"), x=16, y=_num(top - 5), class_="lane"))
+    out += _lane_labels(names, lanes, lane_top, plot_w)
+    out += _axis(axis, top, plot_h)
 
-    every = max(1, math.ceil(LABEL_EVERY_PX / lane_h))  # with many lanes, label every n-th
-    for i, label in enumerate(labels):
-        y = top + i * lane_h
+    lane_of_track = [lane_top[b.lane] + b.track * track_h for b in drawn]
+    below_y = track_h - 4
+    for lane in range(len(lanes)):
+        for t in range(depth[lane]):
+            mine = [b for b in drawn if b.lane == lane and b.track == t]
+            if not strip:
+                continue
+            need = [b for b in mine if b.row.hop is not None and not b.inside]
+            items = [
+                (b.x + b.w / 2, str(b.row.hop), category(b.row.outcome) != "handoff", b.row.hop or 0)
+                for b in need
+            ]
+            for i, x in place_labels(items, LABEL_W, LABEL_W + plot_w).items():
+                need[i].below, need[i].below_x = str(need[i].row.hop), x
+    for b, y in zip(drawn, lane_of_track, strict=True):
+        lane_strip = strip and any(o.below for o in drawn if o.lane == b.lane and o.track == b.track)
+        bar_y = y + (3 if lane_strip else bar_pad)
+        bar_h = (track_h - 17) if lane_strip else track_h - 2 * bar_pad
+        text_y = bar_y + bar_h / 2 + 3.5 if bar_h >= 12 else None
+        out.append(_draw_bar(b, bar_y, bar_h, axis.lo, text_y, y + below_y))
+    if not rows:
+        out.append(_tag("text", "no invocations", x=LABEL_W + 8, y=_num(top + track_h / 2 + 4)))
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def _lane_labels(
+    names: list[LaneName], lanes: list[str | None], lane_top: list[float], plot_w: float
+) -> list[str]:
+    out: list[str] = []
+    last = -1e9
+    for i, name in enumerate(names):
+        y, h = lane_top[i], lane_top[i + 1] - lane_top[i]
         if i % 2:
             out.append(
-                _tag("rect", x=LABEL_W, y=_num(y), width=_num(plot_w), height=_num(lane_h), class_="stripe")
+                _tag("rect", x=LABEL_W, y=_num(y), width=_num(plot_w), height=_num(h), class_="stripe")
             )
-        if i % every == 0:
-            full = _tag("title", _text(lanes[i] or "invocations that named no chain"))
-            ty = y + lane_h / 2 + 3.5  # centred on the lane (the first of its group)
-            text = _tag("text", _text(label), x=16, y=_num(ty), class_="lane")
-            out.append(_tag("g", full + text))  # hover a label for the chain's whole id
+        two_lines = name.detail is not None and h >= 30
+        ty = y + 14 if two_lines else y + min(h, LANE_MAX) / 2 + 3.5  # centred on the lane's first track
+        if ty - last < LABEL_EVERY_PX:  # with many thin lanes, only some are labelled
+            continue
+        last = ty
+        parts = [_tag("title", _text(lanes[i] or "invocations that named no chain"))]
+        if name.kind:
+            parts.append(_tag("text", _text(name.kind), x=16, y=_num(ty), class_="lane-kind"))
+            parts.append(
+                _tag("text", _text(name.name), x=LABEL_W - 12, y=_num(ty), text_anchor="end", class_="lane")
+            )
+        else:
+            parts.append(_tag("text", _text(name.name), x=16, y=_num(ty), class_="lane"))
+        if two_lines:
+            parts.append(_tag("text", _text(name.detail), x=16, y=_num(ty + 12), class_="lane-id"))
+        out.append(_tag("g", "".join(parts)))  # hover a label for the chain's whole id
+    return out
 
-    scale, unit, ticks = _ticks(span)
+
+def _axis(axis: TimeAxis, top: float, plot_h: float) -> list[str]:
+    """Ticks in real time on the parts drawn to scale, and each compressed gap with its real length."""
+    out: list[str] = []
+    scale, unit, ticks = _ticks(axis.visible)
     step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
-    for value in ticks:
-        x = x_of(lo + value * scale)
+    last = -1e9
+    for value in axis.ticks(step * scale):
+        x = axis.x(axis.lo + value)
+        if x - last < 36:
+            continue
+        last = x
         out.append(_tag("line", x1=_num(x), y1=_num(top), x2=_num(x), y2=_num(top + plot_h), class_="grid"))
-        label = _text(_tick_label(value, step, unit))
+        label = _text(_tick_label(value / scale, step, unit))
         out.append(
             _tag("text", label, x=_num(x), y=_num(top + plot_h + 16), text_anchor="middle", class_="tick")
+        )
+    for a, b in axis.gaps:
+        x0, x1 = axis.x(a), axis.x(b)
+        mid = (x0 + x1) / 2
+        out.append(
+            _tag("rect", x=_num(x0), y=_num(top), width=_num(x1 - x0), height=_num(plot_h), class_="gap")
+        )
+        out.append(_break(mid, top, 5))
+        out.append(_break(mid, top + plot_h, 5))
+        out.append(
+            _tag(
+                "text",
+                _text(duration_text(b - a) + " idle"),
+                x=_num(mid),
+                y=_num(top - 8),
+                text_anchor="middle",
+                class_="gap-label",
+                data_seconds=_num(b - a),
+            )
         )
     out.append(
         _tag(
             "text",
-            "time since the run started",
-            x=_num(LABEL_W + plot_w / 2),
+            "time since the run started (idle gaps compressed)"
+            if axis.gaps
+            else "time since the run started",
+            x=_num(LABEL_W + axis.width / 2),
             y=_num(top + plot_h + 34),
             text_anchor="middle",
             class_="tick",
         )
     )
-
-    pad = lane_h * 0.15 if lane_h >= 6 else 0.0
-    big = lane_h >= 14  # room for a text label inside a bar
-    index = {chain: i for i, chain in enumerate(lanes)}
-    for r in rows:
-        lane = index.get(r.chain_id, 0)  # a row naming no chain, when it shares the only lane
-        x = x_of(r.start)
-        w = max(2.0, x_of(r.end) - x)  # an instant invocation still shows
-        out.append(_bar(r, lane, x, w, top + lane * lane_h + pad, lane_h - 2 * pad, lo, big))
-    if not rows:
-        out.append(_tag("text", "no invocations", x=LABEL_W + 8, y=_num(top + lane_h / 2 + 4)))
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
+    return out
