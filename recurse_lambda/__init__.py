@@ -5,8 +5,9 @@ are imported only when used.
 """
 
 from .chain.handler import RecursiveHandler, recursive
+from .chain.run import Run
 from .chain.warm import WarmState
-from .chain.world import InvocationStats, Outcome, Run, World
+from .chain.world import InvocationStats, Outcome, World
 from .config import ChainConfig, EmptyState
 from .control import ChainControl
 from .core.clock import Clock, SystemClock

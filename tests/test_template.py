@@ -23,7 +23,7 @@ import pytest
 from cfnlint.api import ManualArgs, lint_file
 from cfnlint.decode import decode
 
-from recurse_lambda.chain.hop import is_destination_record
+from recurse_lambda.chain.route import is_destination_record
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "examples" / "template.yaml"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..core.codec import ENVELOPE_KEY, Envelope, is_envelope
 from ..core.ledger import ChainRecord, ChainStatus
@@ -18,53 +18,44 @@ from ..errors import (
     RecurseLambdaError,
 )
 from ..shards.job import redrive
-from ..shards.plan import SHARD_KEY
+from .context import HopContext, envelope_of, error_text
+from .first import first_envelope
 from .report import chain_ended
 from .warm import killed_chunk_error
 from .world import Outcome
 
-if TYPE_CHECKING:
-    from .hop import Hop  # the invocation these functions act for
+__all__ = ["DEAD_AFTER", "MAX_RESENDS", "abandoned", "error_text", "not_claimed", "rejected"]
 
 log = logging.getLogger("recurse_lambda")
 
 
-def error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-def not_claimed(inv: Hop, current: ChainRecord | None) -> dict[str, Any]:
-    env = inv.env
+def not_claimed(ctx: HopContext, current: ChainRecord | None, *, sender: str | None = None) -> dict[str, Any]:
+    """The hop's claim (or a write) was refused: the chain is unknown, ended, past this hop or held by another
+    invocation. Repeats a lost hand-off that ``sender`` (by default this request) committed but never invoked."""
+    env = ctx.env
     assert env is not None
+    sender = ctx.request_id if sender is None else sender
     if current is None:
         log.warning("chain %s is unknown to the ledger; dropping hop %d", env.chain_id, env.hop)
-        return inv._response(Outcome.REJECTED, None, error="unknown chain")
+        return ctx.respond(Outcome.REJECTED, None, error="unknown chain")
     extra: dict[str, Any] = {}
     if current.status is ChainStatus.SUCCEEDED:
         extra["result"] = current.result
     elif current.status is ChainStatus.FAILED:
         extra["error"] = current.error
     if current.status.terminal:
-        redrive(inv, current)  # a shard that ended: repeat its join (or its job's failure), idempotently
-        return inv._response(Outcome.STALE, current.status, **extra)
+        redrive(ctx, current)  # a shard that ended: repeat its join (or its job's failure), idempotently
+        return ctx.respond(Outcome.STALE, current.status, **extra)
     if current.hop < env.hop:
-        return inv._response(Outcome.STALE, current.status, **extra)
+        return ctx.respond(Outcome.STALE, current.status, **extra)
     if current.hop == env.hop:
-        return inv._response(Outcome.DUPLICATE, current.status)
-    if current.hop == env.hop + 1 and current.owner is None and current.handed_off_by == inv.request_id:
+        return ctx.respond(Outcome.DUPLICATE, current.status)
+    if current.hop == env.hop + 1 and current.owner is None and current.handed_off_by == sender:
         # This request id committed the hand-off, then died before (or while) invoking: send it again.
         # Claims are idempotent, so a second delivery of the next hop is dropped as a duplicate.
-        nxt = Envelope(
-            env.chain_id,
-            current.hop,
-            current.progress,
-            current.event,
-            current.started_at,
-            env.code_version,
-        )
-        inv._invoke(inv.codec.encode(nxt))
-        return inv._response(Outcome.RESENT, current.status, next_hop=current.hop)
-    return inv._response(Outcome.STALE, current.status)
+        ctx.send(envelope_of(current, env.code_version))
+        return ctx.respond(Outcome.RESENT, current.status, next_hop=current.hop)
+    return ctx.respond(Outcome.STALE, current.status)
 
 
 # An on-failure record is never authenticated (Lambda writes it, the forwarder hands it on, and anyone who may invoke
@@ -78,59 +69,52 @@ DEAD_AFTER = 300.0
 MAX_RESENDS = 1
 
 
-def refuse_internal_markers(event: Any) -> None:
-    """A first event (not an envelope) may not carry the library's internal markers.
-
-    A shard is only ever started by an envelope (signed when a signing key is set) whose event carries
-    ``SHARD_KEY``; a plain event carrying it is forged, and would otherwise run as a shard of someone's job.
-    """
-    if isinstance(event, Mapping) and SHARD_KEY in event:
-        raise EnvelopeError(
-            f"a first event carries the internal marker {SHARD_KEY!r}: shards are started by the library's "
-            "own envelopes, never by a plain event; rejected"
-        )
-
-
-def abandoned(inv: Hop, record: Mapping[str, Any]) -> dict[str, Any]:
+def abandoned(ctx: HopContext, record: Mapping[str, Any]) -> dict[str, Any]:
     """Lambda gave up on a hop (retries exhausted, event too old, recursion stopped): resend it, or record FAILED.
 
     Nothing in the record is trusted: a badly signed envelope or a forged shard event is rejected, touching
     nothing, and the ledger decides what the record may do (see ``DEAD_AFTER``).
     """
-    ctx = record["requestContext"]
+    request = record["requestContext"]
     payload = record["requestPayload"]
-    failed_request = str(ctx.get("requestId", ""))
-    condition = str(ctx.get("condition", "unknown"))
+    failed_request = str(request.get("requestId", ""))
+    condition = str(request.get("condition", "unknown"))
+    # A first event's chain was started by the failed request: in stateless mode its id names the chain.
+    first = not is_envelope(payload)
+    sender = failed_request if first else ctx.request_id
     try:
-        if is_envelope(payload):
-            env = inv.codec.decode(payload)
+        if first:
+            env = first_envelope(
+                ctx.config,
+                payload,
+                request_id=failed_request,
+                stateful=ctx.ledger is not None,
+                now=ctx.clock.time(),
+                code_version=ctx.code_version,
+            )
         else:
-            refuse_internal_markers(payload)
-            inv.request_id = failed_request  # in stateless mode the first hop's chain id is its request id
-            inv.event = payload
-            env = inv._first_envelope()
+            env = ctx.codec.decode(payload)
     except (EnvelopeError, ConfigurationError) as exc:
         log.error("rejected an on-failure record: %s", error_text(exc))
-        return inv._response(Outcome.REJECTED, None, error=error_text(exc))
+        return ctx.respond(Outcome.REJECTED, None, error=error_text(exc))
     except (
         Exception
     ) as exc:  # chain_id= or initial_state= refused the payload, as they would on every delivery
-        if isinstance(exc, RecurseLambdaError) and not inv.config.is_permanent(exc):
+        if isinstance(exc, RecurseLambdaError) and not ctx.config.is_permanent(exc):
             raise  # a transient library error: the forwarder delivers the record again
         log.error("rejected an on-failure record: %s", error_text(exc))
-        return inv._response(Outcome.REJECTED, None, error=error_text(exc))
-    inv.env = env
-    inv.stats.chain_id, inv.stats.hop = env.chain_id, env.hop
+        return ctx.respond(Outcome.REJECTED, None, error=error_text(exc))
+    ctx.identify(env)
     error = f"Lambda stopped delivering hop {env.hop} ({condition})"
     if "recurs" in condition.lower():
         error += (
             ": AWS recursive loop detection stopped the chain after about 16 invocations; set the "
             "function's RecursiveLoop to Allow (PutFunctionRecursionConfig) and rely on max_hops instead"
         )
-    if inv.ledger is None:
-        chain_ended(inv, ChainStatus.FAILED, None, error)
-        return inv._response(Outcome.FAILED, ChainStatus.FAILED, error=error)
-    current = inv.ledger.get(env.chain_id)
+    if ctx.ledger is None:
+        chain_ended(ctx, ChainStatus.FAILED, None, error, request_id=sender)
+        return ctx.respond(Outcome.FAILED, ChainStatus.FAILED, error=error)
+    current = ctx.ledger.get(env.chain_id)
     hop = env.hop
     proven = None
     if (
@@ -144,11 +128,11 @@ def abandoned(inv: Hop, record: Mapping[str, Any]) -> dict[str, Any]:
         proven = killed_chunk_error(current.progress, hop, current.attempts)  # a chunk outlived every attempt
         error = error_text(proven) if proven is not None else error
     if current is None or current.status is not ChainStatus.RUNNING or current.hop != hop:
-        return not_claimed(inv, current)
-    now = inv.clock.time()
+        return not_claimed(ctx, current, sender=sender)
+    now = ctx.clock.time()
     quiet_since = now - DEAD_AFTER
     if current.updated_at > quiet_since or current.lease_until > quiet_since:
-        inv.stats.outcome = Outcome.RETRYING
+        ctx.stats.outcome = Outcome.RETRYING
         raise HopNotDead(
             f"an on-failure record ({condition}) came for hop {hop} of chain {env.chain_id}, which may still be "
             f"alive: it acts only after {DEAD_AFTER:.0f} s without a write or a lease; deliver it again later"
@@ -156,13 +140,10 @@ def abandoned(inv: Hop, record: Mapping[str, Any]) -> dict[str, Any]:
     resends = current.resends_of(hop)
     try:
         if resends < MAX_RESENDS and proven is None:  # a chunk too large for any attempt: resending is futile
-            resent = inv.ledger.resend(
+            resent = ctx.ledger.resend(
                 env.chain_id, hop=hop, resends=resends, quiet_since=quiet_since, now=now
             )
-            nxt = Envelope(
-                env.chain_id, hop, resent.progress, resent.event, resent.started_at, env.code_version
-            )
-            inv._invoke(inv.codec.encode(nxt))
+            ctx.send(envelope_of(resent, env.code_version, hop=hop))
             log.warning(
                 "chain %s hop %d: Lambda gave up on it (%s); resent it (%d of %d)",
                 env.chain_id,
@@ -171,37 +152,37 @@ def abandoned(inv: Hop, record: Mapping[str, Any]) -> dict[str, Any]:
                 resends + 1,
                 MAX_RESENDS,
             )
-            return inv._response(Outcome.RESENT, ChainStatus.RUNNING, next_hop=hop)
-        updated = inv.ledger.fail(env.chain_id, hop=hop, owner=None, error=error, now=now)
+            return ctx.respond(Outcome.RESENT, ChainStatus.RUNNING, next_hop=hop)
+        updated = ctx.ledger.fail(env.chain_id, hop=hop, owner=None, error=error, now=now)
     except LedgerConflict as conflict:  # a claim, a hand-off or another record came first
-        return not_claimed(inv, conflict.current)
-    chain_ended(inv, ChainStatus.FAILED, updated, error)
-    redrive(inv, updated)  # a shard: fail its job too
-    return inv._response(
+        return not_claimed(ctx, conflict.current, sender=sender)
+    chain_ended(ctx, ChainStatus.FAILED, updated, error, request_id=sender)
+    redrive(ctx, updated)  # a shard: fail its job too
+    return ctx.respond(
         Outcome.FAILED, ChainStatus.FAILED, error=error, last_state=updated.progress.get("state")
     )
 
 
-def rejected(inv: Hop, exc: EnvelopeError | ConfigurationError) -> dict[str, Any]:
+def rejected(ctx: HopContext, event: Any, exc: EnvelopeError | ConfigurationError) -> dict[str, Any]:
     """An event that cannot be run: log it, and return (a retry would fail the same way).
 
     A signature failure touches nothing: a forger must not be able to fail someone else's chain. An authentic
     envelope that cannot be loaded (its spilled body is gone, say) fails its chain, so nothing is silently lost.
     """
     log.error("rejected an event: %s", error_text(exc))
-    if not is_envelope(inv.event):  # a first event: there is no chain to fail
-        return inv._response(Outcome.REJECTED, None, error=error_text(exc))
-    body = inv.event.get(ENVELOPE_KEY) if isinstance(inv.event, Mapping) else None
-    if isinstance(exc, EnvelopeSignatureError) or inv.ledger is None or not isinstance(body, Mapping):
-        return inv._response(Outcome.REJECTED, None, error=error_text(exc))
+    if not is_envelope(event):  # a first event: there is no chain to fail
+        return ctx.respond(Outcome.REJECTED, None, error=error_text(exc))
+    body = event.get(ENVELOPE_KEY) if isinstance(event, Mapping) else None
+    if isinstance(exc, EnvelopeSignatureError) or ctx.ledger is None or not isinstance(body, Mapping):
+        return ctx.respond(Outcome.REJECTED, None, error=error_text(exc))
     try:
         chain_id, hop = str(body["chain_id"]), int(body["hop"])
-        record = inv.ledger.fail(
-            chain_id, hop=hop, owner=inv.request_id, error=error_text(exc), now=inv.clock.time()
+        record = ctx.ledger.fail(
+            chain_id, hop=hop, owner=ctx.request_id, error=error_text(exc), now=ctx.clock.time()
         )
     except (KeyError, TypeError, ValueError, LedgerConflict):
-        return inv._response(Outcome.REJECTED, None, error=error_text(exc))
-    inv.env = Envelope(chain_id, hop, record.progress, record.event, record.started_at)
-    chain_ended(inv, ChainStatus.FAILED, record, error_text(exc))
-    redrive(inv, record)  # a shard: fail its job too
-    return inv._response(Outcome.FAILED, ChainStatus.FAILED, error=error_text(exc))
+        return ctx.respond(Outcome.REJECTED, None, error=error_text(exc))
+    ctx.env = Envelope(chain_id, hop, record.progress, record.event, record.started_at)
+    chain_ended(ctx, ChainStatus.FAILED, record, error_text(exc))
+    redrive(ctx, record)  # a shard: fail its job too
+    return ctx.respond(Outcome.FAILED, ChainStatus.FAILED, error=error_text(exc))

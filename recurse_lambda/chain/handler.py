@@ -9,9 +9,9 @@ from typing import Any, overload
 
 from ..config import ChainConfig
 from ..core.clock import SystemClock
-from ..triggers.parse import trigger_records
 from ..triggers.start import dispatch
-from .hop import Handler, Hop, is_destination_record
+from .hop import Handler, Hop
+from .route import Kind, route
 from .warm import WarmState
 from .world import World
 
@@ -35,15 +35,17 @@ class RecursiveHandler:
 
     def handle(self, event: Any, context: Any, world: World) -> dict[str, Any]:
         """Run one invocation in ``world``: a hop of a chain, or the start of one chain per job of a trigger
-        event (S3, EventBridge, SQS, Kinesis, DynamoDB streams; see :mod:`recurse_lambda.triggers`)."""
-        if trigger_records(event) is not None:  # raises TriggerError for an empty or malformed batch
-            return dispatch(self.config, event, context, world)
-        if is_destination_record(event) and trigger_records(event["requestPayload"]) is not None:
-            # Lambda gave up on a trigger event (S3 or EventBridge, invoked asynchronously) and the on-failure
-            # forwarder hands it back: try its records once more. Started chains join; if it fails again,
-            # the forwarder keeps the record in its queue, so nothing is dropped silently.
-            return dispatch(self.config, event["requestPayload"], context, world)
-        return Hop(self.fn, self.config, event, context, world).run()
+        event (S3, EventBridge, SQS, Kinesis, DynamoDB streams; see :mod:`recurse_lambda.triggers`).
+
+        The event is routed once (:func:`~recurse_lambda.chain.route.route`; it raises TriggerError for an empty
+        or malformed batch). A trigger event Lambda gave up on (S3 or EventBridge, invoked asynchronously) comes
+        back through the on-failure forwarder and its records are tried once more: started chains join, and if
+        it fails again, the forwarder keeps the record in its queue, so nothing is dropped silently.
+        """
+        routed = route(event)
+        if routed.kind in (Kind.TRIGGER, Kind.TRIGGER_RETRY):
+            return dispatch(self.config, routed.event, context, world)
+        return Hop(self.fn, self.config, context, world).run(routed)
 
     def aws_world(self) -> World:
         """The production world: real clock, Lambda self-invoke, S3 spill, the configured ledger.

@@ -33,6 +33,7 @@ from ..chain.world import InvocationStats, World
 from ..core.codec import SpillStore
 from ..core.ledger import InMemoryLedger, Ledger
 from ..errors import ConfigurationError
+from ..shards.plan import ObjectInfo, SourceRef
 from ._clocks import InvocationKilled, SimClock, VirtualClock
 from ._context import FakeContext
 from ._faults import FaultPlan, InjectedError, InvocationFaults, SimulatedCrash
@@ -273,6 +274,7 @@ class Simulator:
             ledger=_SimLedger(self.ledger, self, faults) if self.ledger is not None else None,
             spill=self.spill,
             s3_client=container.warm.client_getter("s3"),
+            lister=_lister(container.warm.client_getter("s3")),
             environ=self.environ,
             on_safe_point=lambda: self._safe_point(faults),
             observer=live.append,
@@ -397,3 +399,14 @@ class Simulator:
             report.status = "SUCCEEDED"
         elif report.destination or any(r.outcome == "failed" for r in report.rows):
             report.status = "FAILED"
+
+
+def _lister(client: Callable[[], Any]) -> Callable[[SourceRef], list[ObjectInfo]]:
+    """Lists a sharded job's source with the simulator's S3 client (made on first use)."""
+
+    def lister(ref: SourceRef) -> list[ObjectInfo]:
+        from ..s3._objects import list_objects
+
+        return list_objects(client(), ref)
+
+    return lister

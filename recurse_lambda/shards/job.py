@@ -20,19 +20,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..chain.context import HopContext, envelope_of
+from ..chain.drive import Finished
+from ..chain.first import initial_progress
 from ..chain.report import chain_ended
-from ..chain.world import Outcome, Run
-from ..core.codec import Envelope
-from ..core.invoke import same_version_target
+from ..chain.run import Run
+from ..chain.world import Outcome
 from ..core.ledger import ChainRecord, ChainStatus, Ledger
-from ..core.state_codec import dump_state
-from ..errors import LedgerConflict, LedgerError, LostLeaseError
+from ..core.progress import Progress
+from ..errors import ConfigurationError, LedgerConflict, LedgerError, LostLeaseError
 from .plan import SHARD_ID_PREFIX, SHARD_KEY, Part, Shard, plan_shards, shard_chain_ids, shard_part
-
-if TYPE_CHECKING:
-    from ..chain.hop import Hop
 
 log = logging.getLogger("recurse_lambda")
 
@@ -63,17 +62,19 @@ def is_job(record: ChainRecord) -> bool:
 # ---------------------------------------------------------------------------------------------------- the job
 
 
-def drive_job(inv: Hop, state: Any, run: Run) -> dict[str, Any]:
-    """One invocation of a sharded job: split it, or wait for its shards, or reduce their results."""
-    env, ledger, config = inv.env, inv.ledger, inv.config
+def drive_job(ctx: HopContext, state: Any, run: Run) -> Finished | dict[str, Any]:
+    """One invocation of a sharded job: split it, or wait for its shards (the invocation's response), or
+    reduce their results (:class:`Finished`: the runner finishes the job with it)."""
+    env, ledger, config = ctx.env, ctx.ledger, ctx.config
     assert env is not None and ledger is not None and config.shards is not None
-    progress = dict(env.progress)
-    plan = progress.get("shards")
+    plan = ctx.carried().shards
     if plan is None:
-        from ..s3._objects import list_objects  # the adapter layer, imported only by a job's first hop
-
-        client = (inv.world.s3_client or inv.world.warm.client_getter("s3"))()
-        objects = list_objects(client, config.shards.source(env.event))
+        lister = ctx.world.lister
+        if lister is None:
+            raise ConfigurationError(
+                "a sharded job needs a lister for its source (World.lister); this world has none"
+            )
+        objects = lister(config.shards.source(env.event))
         parts = plan_shards(objects, config.shards.count, config.shards.min_bytes)
         plan = {
             "count": len(parts),
@@ -81,52 +82,51 @@ def drive_job(inv: Hop, state: Any, run: Run) -> dict[str, Any]:
             "started": False,
             "ids": SHARD_ID_PREFIX,  # shard chain ids live in the reserved namespace (older plans lack this)
         }
-        progress["shards"] = plan
-        inv.extra_progress["shards"] = plan
-        inv._checkpoint(state, run)  # a retry splits exactly the same way, even if the prefix changed
+        ctx.carry(shards=plan)
+        ctx.checkpoint(state, run)  # a retry splits exactly the same way, even if the prefix changed
     n = int(plan["count"])
-    record = inv.record
+    record = ctx.record
     assert record is not None
     shards: list[ChainRecord] = []
     if plan.get("started") and len(record.joined) < n:
-        shards = [r for r in shard_records(inv, plan) if r is not None]
+        shards = [r for r in shard_records(ctx, plan) if r is not None]
         for r in shards:
             part = r.chain_id.rsplit("/", 1)[-1]
             if r.status is ChainStatus.SUCCEEDED and part not in record.joined:
                 # It ended while the job was not RUNNING (failed, then resumed): its join was refused then.
                 try:
-                    record = ledger.join(env.chain_id, part=part, now=inv.clock.time())
+                    record = ledger.join(env.chain_id, part=part, now=ctx.clock.time())
                 except LedgerConflict as conflict:  # aborted (or cancelled) while this invocation held it
                     raise LostLeaseError(
                         f"join refused for job {env.chain_id}", conflict.current
                     ) from conflict
     if len(record.joined) >= n:
-        return inv._finish(config.shards.reduce(shard_results(inv, plan)), state, run)
+        return Finished(config.shards.reduce(shard_results(ctx, plan)))
     if not plan.get("started"):
-        shards = start_shards(inv, plan)
-        inv.extra_progress["shards"] = {**plan, "started": True}
+        shards = start_shards(ctx, plan)
+        ctx.carry(shards={**plan, "started": True})
     # Hand the job on before invoking anything: while its shards run nobody owns it, so a failing shard can
     # fail it and the last join finds it at this new hop.
     handed = ledger.hand_off(
         env.chain_id,
         hop=env.hop,
-        owner=inv.request_id,
-        progress=inv._progress(state, run),
-        now=inv.clock.time(),
+        owner=ctx.request_id,
+        progress=ctx.snapshot(state, run).to_json(),
+        now=ctx.clock.time(),
     )
-    sent = send_unstarted(inv, shards)
+    sent = send_unstarted(ctx, shards)
     if len(handed.joined) >= n:
-        wake_job(inv, handed)  # the last shard joined before the hand-off, so it could not wake the job
+        wake_job(ctx, handed)  # the last shard joined before the hand-off, so it could not wake the job
     outcome = Outcome.SPLIT if not plan.get("started") else Outcome.WAITING
-    return inv._response(outcome, ChainStatus.RUNNING, shards=n, joined=len(handed.joined), sent=sent)
+    return ctx.respond(outcome, ChainStatus.RUNNING, shards=n, joined=len(handed.joined), sent=sent)
 
 
-def start_shards(inv: Hop, plan: Mapping[str, Any]) -> list[ChainRecord]:
-    env, ledger, config = inv.env, inv.ledger, inv.config
+def start_shards(ctx: HopContext, plan: Mapping[str, Any]) -> list[ChainRecord]:
+    env, ledger, config = ctx.env, ctx.ledger, ctx.config
     assert env is not None and ledger is not None
     n = int(plan["count"])
-    function = same_version_target(inv.context)
-    state = config.initial_state(env.event) if config.initial_state else config.state()
+    function = ctx.target()
+    first: Progress = initial_progress(config, env.event)
     records = []
     for i, (chain_id, parts) in enumerate(
         zip(shard_chain_ids(env.chain_id, plan), plan["parts"], strict=True)
@@ -134,76 +134,74 @@ def start_shards(inv: Hop, plan: Mapping[str, Any]) -> list[ChainRecord]:
         pins = dict(Part.from_json(p).pin for p in parts)
         record, _ = ledger.start(
             chain_id,
-            progress={"state": dump_state(state), "chunks": 0, "pins": pins},
+            progress=first.with_(pins=pins).to_json(),
             event={
                 SHARD_KEY: {"job": env.chain_id, "index": i, "count": n, "parts": parts},
                 "event": env.event,
             },
-            now=inv.clock.time(),
+            now=ctx.clock.time(),
             function=function,
         )
         records.append(record)
     return records
 
 
-def shard_records(inv: Hop, plan: Mapping[str, Any]) -> list[ChainRecord | None]:
-    assert inv.env is not None and inv.ledger is not None
-    return [inv.ledger.get(chain_id) for chain_id in shard_chain_ids(inv.env.chain_id, plan)]
+def shard_records(ctx: HopContext, plan: Mapping[str, Any]) -> list[ChainRecord | None]:
+    assert ctx.env is not None and ctx.ledger is not None
+    return [ctx.ledger.get(chain_id) for chain_id in shard_chain_ids(ctx.env.chain_id, plan)]
 
 
-def shard_results(inv: Hop, plan: Mapping[str, Any]) -> list[Any]:
+def shard_results(ctx: HopContext, plan: Mapping[str, Any]) -> list[Any]:
     """The shards' results in shard order; every shard of a complete join has SUCCEEDED."""
     results = []
-    for i, record in enumerate(shard_records(inv, plan)):
+    for i, record in enumerate(shard_records(ctx, plan)):
         if record is None or record.status is not ChainStatus.SUCCEEDED:
             raise LedgerError(
-                f"shard {i} of job {inv.env.chain_id if inv.env else '?'} is joined but "
+                f"shard {i} of job {ctx.env.chain_id if ctx.env else '?'} is joined but "
                 f"{record.status if record else 'missing'}"
             )
         results.append(record.result)
     return results
 
 
-def send_unstarted(inv: Hop, records: list[ChainRecord]) -> int:
+def send_unstarted(ctx: HopContext, records: list[ChainRecord]) -> int:
     """Invoke every shard that waits for its first (or resumed) hop and that nobody has claimed yet.
 
     A shard already in Lambda's queue gets a second delivery, which its claim drops as a duplicate.
     """
-    assert inv.env is not None
+    assert ctx.env is not None
     sent = 0
     for r in records:
         if r.status is ChainStatus.RUNNING and r.owner is None and r.attempts == 0:
-            nxt = Envelope(r.chain_id, r.hop, r.progress, r.event, r.started_at, inv.env.code_version)
-            inv._invoke(inv.codec.encode(nxt))
+            ctx.send(envelope_of(r, ctx.env.code_version))
             sent += 1
     return sent
 
 
-def wake_job(inv: Hop, job: ChainRecord) -> None:
+def wake_job(ctx: HopContext, job: ChainRecord) -> None:
     """Send the job's envelope for its current hop: that invocation reduces (or waits, if woken early)."""
-    assert inv.env is not None
+    assert ctx.env is not None
     if job.status is not ChainStatus.RUNNING or job.hop == 0:
         return  # ended, or still splitting: the splitter sees the complete join after its hand-off
-    nxt = Envelope(job.chain_id, job.hop, job.progress, job.event, job.started_at, inv.env.code_version)
-    inv._invoke(inv.codec.encode(nxt))
+    ctx.send(envelope_of(job, ctx.env.code_version))
 
 
 # ---------------------------------------------------------------------------------------------------- a shard
 
 
-def shard_succeeded(inv: Hop, spec: Mapping[str, Any]) -> None:
+def shard_succeeded(ctx: HopContext, spec: Mapping[str, Any]) -> None:
     """Count the finished shard in its job; the join that completes the set wakes the job to reduce."""
-    assert inv.env is not None and inv.ledger is not None
+    assert ctx.env is not None and ctx.ledger is not None
     job_id = str(spec["job"])
     try:
         part = shard_part(int(spec["index"]), int(spec["count"]))
-        job = inv.ledger.join(job_id, part=part, now=inv.clock.time())
+        job = ctx.ledger.join(job_id, part=part, now=ctx.clock.time())
     except LedgerConflict as conflict:
         status = conflict.current.status if conflict.current is not None else "missing"
-        log.info("shard %s finished, but its job %s is %s", inv.env.chain_id, job_id, status)
+        log.info("shard %s finished, but its job %s is %s", ctx.env.chain_id, job_id, status)
         return
     if len(job.joined) >= int(spec["count"]):
-        wake_job(inv, job)
+        wake_job(ctx, job)
 
 
 def end_job(
@@ -233,25 +231,24 @@ def end_job(
 
 
 def shard_failed(
-    inv: Hop, spec: Mapping[str, Any], error: str | None, status: ChainStatus = ChainStatus.FAILED
+    ctx: HopContext, spec: Mapping[str, Any], error: str | None, status: ChainStatus = ChainStatus.FAILED
 ) -> None:
     """End the shard's job, naming the shard: FAILED (``resume`` of the job continues it) or CANCELLED."""
-    assert inv.env is not None and inv.ledger is not None
-    record = end_job(inv.ledger, spec, inv.env.chain_id, status, error, inv.clock.time())
+    assert ctx.env is not None and ctx.ledger is not None
+    record = end_job(ctx.ledger, spec, ctx.env.chain_id, status, error, ctx.clock.time())
     if record is None:
         return
-    job_env = Envelope(record.chain_id, record.hop, record.progress, record.event, record.started_at)
-    chain_ended(inv, status, record, record.error, env=job_env)
+    chain_ended(ctx, status, record, record.error, env=envelope_of(record))
 
 
-def redrive(inv: Hop, current: ChainRecord) -> None:
+def redrive(ctx: HopContext, current: ChainRecord) -> None:
     """A delivery of a shard that has already ended repeats what its end had to do to the job."""
     spec = shard_spec(current.event)
     if spec is None:
         return
     if current.status is ChainStatus.SUCCEEDED:
-        shard_succeeded(inv, spec)
+        shard_succeeded(ctx, spec)
     elif current.status is ChainStatus.FAILED:
-        shard_failed(inv, spec, current.error)
+        shard_failed(ctx, spec, current.error)
     elif current.status is ChainStatus.CANCELLED:
-        shard_failed(inv, spec, None, ChainStatus.CANCELLED)
+        shard_failed(ctx, spec, None, ChainStatus.CANCELLED)

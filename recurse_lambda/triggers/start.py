@@ -13,16 +13,15 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..chain.deliveries import error_text
-from ..chain.hop import codec_for
+from ..chain.context import codec_for, envelope_of, error_text
+from ..chain.first import initial_progress
 from ..chain.observe import log_json
 from ..chain.world import World
 from ..config import ChainConfig
 from ..core.codec import Envelope, is_envelope
 from ..core.invoke import same_version_target
 from ..core.ledger import ChainStatus
-from ..core.state_codec import dump_state
-from ..errors import ConfigurationError, TriggerError
+from ..errors import TriggerError
 from ..keys import default as default_chain_id
 from ..keys import s3_object
 from ..shards.plan import SHARD_KEY
@@ -86,12 +85,7 @@ def start_job(config: ChainConfig, job: Any, context: Any, world: World) -> Chai
     if isinstance(job, Mapping) and SHARD_KEY in job:  # it would be signed below and run as a shard of a job
         raise TriggerError(f"a job cannot carry the internal shard marker {SHARD_KEY!r}")
     chain_id = job_chain_id(config, job)
-    state = config.initial_state(job) if config.initial_state else config.state()
-    if not isinstance(state, config.state):
-        raise ConfigurationError(
-            f"initial_state returned {type(state).__name__}, not {config.state.__name__}"
-        )
-    progress = {"state": dump_state(state), "chunks": 0, "pins": job_pins(job)}
+    progress = initial_progress(config, job, job_pins(job)).to_json()
     version = str(getattr(context, "function_version", "$LATEST") or "$LATEST")
     target = same_version_target(context)
     codec = codec_for(config, world)
@@ -113,8 +107,7 @@ def start_job(config: ChainConfig, job: Any, context: Any, world: World) -> Chai
         and record.attempts == 0
         and record.owner is None
     ):
-        again = Envelope(chain_id, 0, record.progress, record.event, record.started_at, version)
-        world.invoker.invoke_async(target, codec.encode(again))
+        world.invoker.invoke_async(target, codec.encode(envelope_of(record, version)))
         return ChainStart(chain_id, "resent", str(record.status))
     return ChainStart(chain_id, "joined", str(record.status), record.hop)
 
