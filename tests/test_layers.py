@@ -70,22 +70,24 @@ STDLIB_UNDERSCORE = frozenset(
 # These are the composition points: where the library builds its production defaults when the caller passed none.
 # Each stays inside a function (importing recurse_lambda creates no client and imports neither aws/ nor s3/).
 LAYER_ALLOWED: dict[tuple[str, str], str] = {
-    (
-        "chain.handler",
-        "aws",
-    ): "the production World, built on the first invocation on Lambda when no world is "
-    "given (RecursiveHandler.aws_world, and the container's RecursionGuard)",
-    ("control", "aws"): "ChainControl's documented defaults: a Lambda invoker, and an S3 spill store when "
-    "RECURSE_LAMBDA_SPILL_BUCKET is set, when the caller passes none",
+    ("chain.handler", "aws"): (
+        "the production World, built on the first invocation on Lambda when no world is given "
+        "(RecursiveHandler.aws_world, and the container's RecursionGuard)"
+    ),
+    ("control", "aws"): (
+        "ChainControl's documented defaults when the caller passes none: a Lambda invoker, and an S3 spill "
+        "store when RECURSE_LAMBDA_SPILL_BUCKET is set"
+    ),
     ("chain.world", "s3"): "Run.s3, the public door from a chunk to the s3 layer, created on first use",
     ("chain.warm", "s3"): "WarmState.cache, the container's S3Cache behind Run.s3, created on first use",
 }
 
 # (module relative to the package, "x._name" as written): why the access is allowed.
 PRIVATE_ALLOWED: dict[tuple[str, str], str] = {
-    ("local._scheduler", "self.clock._t"): "Scheduler is VirtualClock's other half (split out of _clocks.py, "
-    "which creates it): resuming a thread moves the clock to that thread's time, never backwards; a public "
-    "setter would let a test move virtual time back",
+    ("local._scheduler", "self.clock._t"): (
+        "Scheduler is VirtualClock's other half (the clock creates it and hands it control): resuming a thread "
+        "moves the clock forward to that thread's time; a public setter would let a test move virtual time back"
+    ),
 }
 
 
