@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.clock import Clock
+from .. import Clock  # the public API (tests/test_layers.py, rule d)
 
 
 class FakeContext:

@@ -29,12 +29,12 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
+from ._invoke_api import InvokeServer
 from ._lambda_worker import Invocation, Result, Worker
 
 __all__ = ["ACCOUNT", "FailureRecord", "LocalLambda", "Invocation", "Result"]
@@ -130,7 +130,7 @@ class LocalLambda:
 
     def start(self) -> LocalLambda:
         self._dir = Path(tempfile.mkdtemp(prefix=f"local-lambda-{self.name}-"))
-        self._server = _InvokeServer(self)
+        self._server = InvokeServer(self)
         self._endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._spawn_thread(self._server.serve_forever, "invoke-api")
         environ = self.function_environ()
@@ -219,7 +219,8 @@ class LocalLambda:
         with self._cond:
             self._throttle_next += requests
 
-    def _take_throttle(self) -> bool:
+    def take_throttle(self) -> bool:
+        """Whether this invoke is to be throttled (429): counts it down from :meth:`throttle`."""
         with self._cond:
             if self._throttle_next > 0:
                 self._throttle_next -= 1
@@ -387,105 +388,3 @@ class LocalLambda:
                 break
             time.sleep(self.retry_delays[0] if self.retry_delays else 0.1 * (n + 1))
         return result
-
-
-# ---------------------------------------------------------------------------------------------- the Invoke API
-
-
-class _InvokeHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _InvokeServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _reply(self, status: int, body: bytes = b"", headers: Mapping[str, str] | None = None) -> None:
-        self.send_response(status)
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _error(self, status: int, code: str, message: str, **extra: Any) -> None:
-        body = json.dumps({"Type": "User", "message": message, **extra}).encode()
-        self._reply(status, body, {"x-amzn-ErrorType": code})
-
-    def _function(self, api: str, suffix: str) -> str | None:
-        """The function named in the path (a name, a partial or full ARN, with or without a qualifier)."""
-        path = urlsplit(self.path).path
-        prefix = f"/{api}/functions/"
-        if not (path.startswith(prefix) and path.endswith(suffix)):
-            return None
-        name = unquote(path[len(prefix) : len(path) - len(suffix)])
-        parts = name.split(":")
-        if name.startswith("arn:") and len(parts) >= 7:
-            return parts[6]
-        if len(parts) >= 3 and parts[1] == "function":  # ACCOUNT:function:NAME[:QUALIFIER]
-            return parts[2]
-        return parts[0]
-
-    def _known(self, name: str | None) -> bool:
-        fn = self.server.fn
-        if name == fn.name:
-            return True
-        self._error(
-            404, "ResourceNotFoundException", f"Function not found: {fn.arn.replace(fn.name, str(name))}"
-        )
-        return False
-
-    def do_GET(self) -> None:
-        fn = self.server.fn
-        for api in ("2024-08-31", "2019-09-30"):
-            name = self._function(api, "/recursion-config")
-            if name is not None:
-                if self._known(name):
-                    body = {"RecursiveLoop": fn.recursive_loop}
-                    self._reply(200, json.dumps(body).encode())
-                return
-        self._error(404, "UnknownOperationException", f"unknown operation GET {self.path}")
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        payload = self.rfile.read(length) if length else b""
-        name = self._function("2015-03-31", "/invocations")
-        if name is None:
-            self._error(404, "UnknownOperationException", f"unknown operation POST {self.path}")
-            return
-        if not self._known(name):
-            return
-        fn = self.server.fn
-        qualifier = parse_qs(urlsplit(self.path).query).get("Qualifier", ["$LATEST"])[0]
-        if qualifier != "$LATEST":
-            self._error(404, "ResourceNotFoundException", f"Function not found: {fn.arn}:{qualifier}")
-            return
-        kind = self.headers.get("X-Amz-Invocation-Type") or "RequestResponse"
-        if fn._take_throttle():
-            self._error(429, "TooManyRequestsException", "Rate Exceeded.", Reason="CallerRateLimitExceeded")
-            return
-        if kind == "DryRun":
-            self._reply(204)
-        elif kind == "Event":
-            if len(payload) > 1024 * 1024:
-                self._error(413, "RequestTooLargeException", "Request must be smaller than 1048576 bytes")
-                return
-            fn.invoke_async(payload)
-            self._reply(202)
-        elif kind == "RequestResponse":
-            result = fn.invoke_sync(payload)
-            headers = {"X-Amz-Executed-Version": "$LATEST"}
-            if not result.ok:
-                headers["X-Amz-Function-Error"] = "Unhandled"
-            self._reply(200, result.body, headers)
-        else:
-            self._error(400, "InvalidParameterValueException", f"unknown invocation type {kind}")
-
-
-class _InvokeServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, fn: LocalLambda) -> None:
-        self.fn = fn
-        super().__init__(("127.0.0.1", 0), _InvokeHandler)
