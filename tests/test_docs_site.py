@@ -90,12 +90,3 @@ def test_included_files_are_rendered(site: Path):
     assert "RecursiveLoop" in deployment and "LedgerTable" in deployment
     assert not (site / "_hooks.py").exists()  # the build hook is not published
 
-
-def test_mermaid_diagrams_are_drawn_from_the_site_itself(site: Path):
-    """```mermaid fences become <pre class="mermaid">, and the page loads the vendored mermaid.min.js first, so that
-    Material draws it with that copy instead of fetching one from unpkg."""
-    page = (site / "architecture" / "index.html").read_text(encoding="utf-8")
-    assert '<pre class="mermaid"><code>flowchart' in page
-    script = '<script src="../assets/javascripts/mermaid.min.js"></script>'
-    assert script in page and page.index(script) < page.index('<pre class="mermaid">')
-    assert (site / "assets" / "javascripts" / "mermaid.min.js").stat().st_size > 1_000_000
