@@ -89,4 +89,3 @@ def test_included_files_are_rendered(site: Path):
     deployment = (site / "deployment" / "index.html").read_text(encoding="utf-8")
     assert "RecursiveLoop" in deployment and "LedgerTable" in deployment
     assert not (site / "_hooks.py").exists()  # the build hook is not published
-

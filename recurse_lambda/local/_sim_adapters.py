@@ -8,8 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..core.ledger import ChainRecord, ChainStatus, Ledger
-from ..errors import ConfigurationError, EnvelopeError, InvokeThrottled
+from .. import ChainRecord, ChainStatus, ConfigurationError, EnvelopeError, InvokeThrottled, Ledger
 from ._faults import InvocationFaults
 
 if TYPE_CHECKING:
@@ -194,5 +193,5 @@ class _SimInvoker:
         if not function.startswith(sim.arn):
             raise ConfigurationError(f"the chain invoked {function}, not this function ({sim.arn})")
         sim.invoke_targets.append(function)
-        sim._enqueue(json.loads(payload), kind="hand_off", lineage=self.parent.lineage + 1)
+        sim.enqueue(json.loads(payload), kind="hand_off", lineage=self.parent.lineage + 1)
         self.faults.point("after_invoke")

@@ -27,13 +27,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..chain.handler import RecursiveHandler
-from ..chain.warm import WarmState
-from ..chain.world import InvocationStats, World
-from ..core.codec import SpillStore
-from ..core.ledger import InMemoryLedger, Ledger
-from ..errors import ConfigurationError
-from ..shards.plan import ObjectInfo, SourceRef
+from .. import (
+    ConfigurationError,
+    InMemoryLedger,
+    InvocationStats,
+    Ledger,
+    RecursiveHandler,
+    SpillStore,
+    WarmState,
+    World,
+)
+from ..shards import ObjectInfo, SourceRef
 from ._clocks import InvocationKilled, SimClock, VirtualClock
 from ._context import FakeContext
 from ._faults import FaultPlan, InjectedError, InvocationFaults, SimulatedCrash
@@ -172,7 +176,7 @@ class Simulator:
             assert isinstance(self.clock, VirtualClock)
             self._scheduler = self.clock.scheduler = Scheduler(self.clock)
         try:
-            self._enqueue(event, kind="first", lineage=0)
+            self.enqueue(event, kind="first", lineage=0)
             if self._scheduler is not None:
                 self._scheduler.run()
             while self._queue:
@@ -196,7 +200,7 @@ class Simulator:
 
     # ------------------------------------------------------------------ queue
 
-    def _enqueue(self, payload: Any, *, kind: str, lineage: int, delay: float | None = None) -> None:
+    def enqueue(self, payload: Any, *, kind: str, lineage: int, delay: float | None = None) -> None:
         at = self.clock.peek() + (self.delivery_delay if delay is None else delay)
         self._push(_Delivery(at, 0, payload, self.new_request_id(), 1, kind, lineage))
         if (

@@ -6,13 +6,12 @@ a bug report, or opened in any browser. Hover a bar for its figures.
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ._svg_layout import HOP_CHAR_W, LaneName, TimeAxis, duration_text, lane_names, pack, place_labels
+from ._svg_parts import axis_ticks, break_mark, num, tag, text, tick_label, token
 
 if TYPE_CHECKING:
     from ._report import ChainReport, InvocationRow
@@ -77,53 +76,11 @@ OUTCOME_WORD = {
 KIND_STROKE = {"retry": "4,2", "destination": "1,2"}  # dash patterns of a bar's outline, by delivery kind
 
 # Characters XML 1.0 forbids even when escaped (an error message may hold a terminal escape or a NUL).
-_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-_NOT_TOKEN = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def category(outcome: str) -> str:
     """The colour category of a row's outcome (``other`` for anything unknown)."""
     return OUTCOME_CATEGORY.get(outcome, "other")
-
-
-def _text(value: object) -> str:
-    s = _NOT_XML.sub("\ufffd", str(value))
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _attr(value: object) -> str:
-    return '"' + _text(value).replace('"', "&quot;").replace("\n", "&#10;") + '"'
-
-
-def _num(x: float) -> str:
-    """Two decimals, without a trailing ``.00``: short output, the same bytes every time."""
-    s = f"{x:.2f}".rstrip("0").rstrip(".")
-    return "0" if s in ("-0", "") else s
-
-
-def _tag(name: str, body: str = "", **attrs: object) -> str:
-    parts = "".join(
-        f" {k.rstrip('_').replace('_', '-')}={_attr(v)}" for k, v in attrs.items() if v is not None
-    )
-    return f"<{name}{parts}>{body}</{name}>" if body else f"<{name}{parts}/>"
-
-
-def _ticks(span: float) -> tuple[float, str, list[float]]:
-    """A unit (seconds per unit and its name) chosen by the span, and 4-10 round tick values in that unit."""
-    scale, unit = (1.0, "s") if span < 180 else (60.0, "min") if span < 3 * 3600 else (3600.0, "h")
-    extent = span / scale
-    step = 10.0 ** (math.floor(math.log10(extent)) - 1) if extent > 0 else 1.0
-    for factor in (1.0, 2.0, 5.0, 10.0):  # the smallest round step that gives at most 10 intervals
-        if extent / (step * factor) <= 10:
-            step *= factor
-            break
-    count = int(extent / step + 1e-9)
-    return scale, unit, [i * step for i in range(count + 1)]
-
-
-def _tick_label(value: float, step: float, unit: str) -> str:
-    decimals = max(0, -math.floor(math.log10(step) + 1e-9)) if step > 0 else 0
-    return f"{value:.{decimals}f} {unit}"
 
 
 def _lanes(report: ChainReport) -> list[str | None]:
@@ -160,7 +117,7 @@ def _header(report: ChainReport, title: str | None, lanes: int, prefix: str) -> 
         title = f"recurse-lambda: {lanes} chains" + (f" of {prefix.rstrip('/')}" if prefix else "")
     elif title is None:
         title = f"recurse-lambda chain {report.chain_id}" if report.chain_id else "recurse-lambda chain"
-    yield _tag("text", _text(title), x=16, y=24, class_="title")
+    yield tag("text", text(title), x=16, y=24, class_="title")
     line = (
         f"status {s['status']} \u00b7 {s['hops']} hops \u00b7 {s['invocations']} invocations \u00b7 "
         f"{s['retries']} retries \u00b7 {s['duplicates_dropped']} duplicates dropped \u00b7 "
@@ -168,7 +125,7 @@ def _header(report: ChainReport, title: str | None, lanes: int, prefix: str) -> 
     )
     if lanes > 1:
         line += f" \u00b7 {lanes} chains"
-    yield _tag("text", _text(line), x=16, y=44, class_="summary")
+    yield tag("text", text(line), x=16, y=44, class_="summary")
 
 
 def _legend(
@@ -188,16 +145,16 @@ def _legend(
         if x > 16 and (x + item_w > width - RIGHT or first_note):  # the notes start a line of their own
             x, y = 16.0, y + 16
         if cat == "gap":
-            out.append(_tag("rect", x=_num(x), y=_num(y - 9), width=10, height=10, class_="gap swatch-gap"))
-            out.append(_break(x + 5, y - 4, 5))
+            out.append(tag("rect", x=num(x), y=num(y - 9), width=10, height=10, class_="gap swatch-gap"))
+            out.append(break_mark(x + 5, y - 4, 5))
             x += 14
         elif cat:
             colour = CATEGORIES[cat][0]
             out.append(
-                _tag(
+                tag(
                     "rect",
-                    x=_num(x),
-                    y=_num(y - 9),
+                    x=num(x),
+                    y=num(y - 9),
                     width=10,
                     height=10,
                     fill=colour,
@@ -205,18 +162,9 @@ def _legend(
                 )
             )
             x += 14
-        out.append(_tag("text", _text(label), x=_num(x), y=_num(y), class_="legend" if cat else "note"))
+        out.append(tag("text", text(label), x=num(x), y=num(y), class_="legend" if cat else "note"))
         x += len(label) * CHAR_W + 16
     return out, y
-
-
-def _break(x: float, y: float, half: float) -> str:
-    """An axis-break mark: two short parallel slashes centred on (x, y)."""
-    d = " ".join(
-        f"M{_num(x + dx - half / 2)},{_num(y + half)} L{_num(x + dx + half / 2)},{_num(y - half)}"
-        for dx in (-2, 2)
-    )
-    return _tag("path", d=d, class_="break")
 
 
 @dataclass
@@ -243,15 +191,15 @@ def _inside_label(r: InvocationRow, w: float) -> str | None:
 def _span(label: str) -> str:
     """A bar's text inside a ``tspan``: a hop number is never mistaken for a lane name ("0") by a reader that
     looks at the text elements' own text only."""
-    return _tag("tspan", _text(label))
+    return tag("tspan", text(label))
 
 
 def _draw_bar(b: _Bar, y: float, h: float, origin: float, text_y: float | None, below_y: float) -> str:
     r = b.row
     cat = category(r.outcome)
     colour = CATEGORIES[cat][0]
-    kind = _NOT_TOKEN.sub("_", r.kind)
-    outcome = _NOT_TOKEN.sub("_", r.outcome or "none")
+    kind = token(r.kind)
+    outcome = token(r.outcome or "none")
     x, w = b.x, b.w
     if w >= 6:  # a gap between back-to-back hops, which would otherwise merge into one block
         x, w = x + 1, w - 2
@@ -260,13 +208,13 @@ def _draw_bar(b: _Bar, y: float, h: float, origin: float, text_y: float | None, 
     work = w * min(1.0, max(0.0, r.utilization))
     dashes = KIND_STROKE.get(r.kind)
     parts = [
-        _tag("title", _text(_tooltip(r, origin))),
-        _tag(
+        tag("title", text(_tooltip(r, origin))),
+        tag(
             "rect",
-            x=_num(x),
-            y=_num(y),
-            width=_num(w),
-            height=_num(h),
+            x=num(x),
+            y=num(y),
+            width=num(w),
+            height=num(h),
             fill=colour,
             fill_opacity="0.35",
             stroke="#222" if dashes else colour,
@@ -276,25 +224,25 @@ def _draw_bar(b: _Bar, y: float, h: float, origin: float, text_y: float | None, 
     ]
     if work >= 0.01:
         parts.append(
-            _tag("rect", x=_num(x), y=_num(y), width=_num(work), height=_num(h), fill=colour, class_="work")
+            tag("rect", x=num(x), y=num(y), width=num(work), height=num(h), fill=colour, class_="work")
         )
     if b.inside and text_y is not None:
-        parts.append(_tag("text", _span(b.inside), x=_num(x + 3), y=_num(text_y), class_="label"))
+        parts.append(tag("text", _span(b.inside), x=num(x + 3), y=num(text_y), class_="label"))
     if b.below:
         mid = b.x + b.w / 2
-        tick = _tag("line", x1=_num(mid), y1=_num(y + h), x2=_num(mid), y2=_num(y + h + 3), class_="hop-tick")
+        tick = tag("line", x1=num(mid), y1=num(y + h), x2=num(mid), y2=num(y + h + 3), class_="hop-tick")
         parts.append(tick)
         parts.append(
-            _tag(
+            tag(
                 "text",
                 _span(b.below),
-                x=_num(b.below_x),
-                y=_num(below_y),
+                x=num(b.below_x),
+                y=num(below_y),
                 text_anchor="middle",
                 class_="hop",
             )
         )
-    return _tag(
+    return tag(
         "g",
         "".join(parts),
         class_=f"bar c-{cat} o-{outcome} k-{kind}",
@@ -375,15 +323,15 @@ def timeline_svg(report: ChainReport, *, title: str | None = None, width: int = 
     job_named = any(n.name == "job" for n in names)
     out = [
         '<?xml version="1.0" encoding="UTF-8"?>',
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{_num(height)}" '
-        f'viewBox="0 0 {width} {_num(height)}">',
-        _tag("style", STYLE),
-        _tag("rect", x=0, y=0, width=width, height=_num(height), fill="#fff"),
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{num(height)}" '
+        f'viewBox="0 0 {width} {num(height)}">',
+        tag("style", STYLE),
+        tag("rect", x=0, y=0, width=width, height=num(height), fill="#fff"),
         *_header(report, title, len(lanes), prefix),
         *legend,
     ]
     if prefix and not job_named:  # the chains' common prefix, said once above their labels
-        out.append(_tag("text", _text(prefix + "\u2026"), x=16, y=_num(top - 5), class_="lane"))
+        out.append(tag("text", text(prefix + "\u2026"), x=16, y=num(top - 5), class_="lane"))
     out += _lane_labels(names, lanes, lane_top, plot_w)
     out += _axis(axis, top, plot_h)
 
@@ -408,7 +356,7 @@ def timeline_svg(report: ChainReport, *, title: str | None = None, width: int = 
         text_y = bar_y + bar_h / 2 + 3.5 if bar_h >= 12 else None
         out.append(_draw_bar(b, bar_y, bar_h, axis.lo, text_y, y + below_y))
     if not rows:
-        out.append(_tag("text", "no invocations", x=LABEL_W + 8, y=_num(top + track_h / 2 + 4)))
+        out.append(tag("text", "no invocations", x=LABEL_W + 8, y=num(top + track_h / 2 + 4)))
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
@@ -421,32 +369,30 @@ def _lane_labels(
     for i, name in enumerate(names):
         y, h = lane_top[i], lane_top[i + 1] - lane_top[i]
         if i % 2:
-            out.append(
-                _tag("rect", x=LABEL_W, y=_num(y), width=_num(plot_w), height=_num(h), class_="stripe")
-            )
+            out.append(tag("rect", x=LABEL_W, y=num(y), width=num(plot_w), height=num(h), class_="stripe"))
         two_lines = name.detail is not None and h >= 30
         ty = y + 14 if two_lines else y + min(h, LANE_MAX) / 2 + 3.5  # centred on the lane's first track
         if ty - last < LABEL_EVERY_PX:  # with many thin lanes, only some are labelled
             continue
         last = ty
-        parts = [_tag("title", _text(lanes[i] or "invocations that named no chain"))]
+        parts = [tag("title", text(lanes[i] or "invocations that named no chain"))]
         if name.kind:
-            parts.append(_tag("text", _text(name.kind), x=16, y=_num(ty), class_="lane-kind"))
+            parts.append(tag("text", text(name.kind), x=16, y=num(ty), class_="lane-kind"))
             parts.append(
-                _tag("text", _text(name.name), x=LABEL_W - 12, y=_num(ty), text_anchor="end", class_="lane")
+                tag("text", text(name.name), x=LABEL_W - 12, y=num(ty), text_anchor="end", class_="lane")
             )
         else:
-            parts.append(_tag("text", _text(name.name), x=16, y=_num(ty), class_="lane"))
+            parts.append(tag("text", text(name.name), x=16, y=num(ty), class_="lane"))
         if two_lines:
-            parts.append(_tag("text", _text(name.detail), x=16, y=_num(ty + 12), class_="lane-id"))
-        out.append(_tag("g", "".join(parts)))  # hover a label for the chain's whole id
+            parts.append(tag("text", text(name.detail), x=16, y=num(ty + 12), class_="lane-id"))
+        out.append(tag("g", "".join(parts)))  # hover a label for the chain's whole id
     return out
 
 
 def _axis(axis: TimeAxis, top: float, plot_h: float) -> list[str]:
     """Ticks in real time on the parts drawn to scale, and each compressed gap with its real length."""
     out: list[str] = []
-    scale, unit, ticks = _ticks(axis.visible)
+    scale, unit, ticks = axis_ticks(axis.visible)
     step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
     last = -1e9
     for value in axis.ticks(step * scale):
@@ -454,38 +400,36 @@ def _axis(axis: TimeAxis, top: float, plot_h: float) -> list[str]:
         if x - last < 36:
             continue
         last = x
-        out.append(_tag("line", x1=_num(x), y1=_num(top), x2=_num(x), y2=_num(top + plot_h), class_="grid"))
-        label = _text(_tick_label(value / scale, step, unit))
+        out.append(tag("line", x1=num(x), y1=num(top), x2=num(x), y2=num(top + plot_h), class_="grid"))
+        label = text(tick_label(value / scale, step, unit))
         out.append(
-            _tag("text", label, x=_num(x), y=_num(top + plot_h + 16), text_anchor="middle", class_="tick")
+            tag("text", label, x=num(x), y=num(top + plot_h + 16), text_anchor="middle", class_="tick")
         )
     for a, b in axis.gaps:
         x0, x1 = axis.x(a), axis.x(b)
         mid = (x0 + x1) / 2
+        out.append(tag("rect", x=num(x0), y=num(top), width=num(x1 - x0), height=num(plot_h), class_="gap"))
+        out.append(break_mark(mid, top, 5))
+        out.append(break_mark(mid, top + plot_h, 5))
         out.append(
-            _tag("rect", x=_num(x0), y=_num(top), width=_num(x1 - x0), height=_num(plot_h), class_="gap")
-        )
-        out.append(_break(mid, top, 5))
-        out.append(_break(mid, top + plot_h, 5))
-        out.append(
-            _tag(
+            tag(
                 "text",
-                _text(duration_text(b - a) + " idle"),
-                x=_num(mid),
-                y=_num(top - 8),
+                text(duration_text(b - a) + " idle"),
+                x=num(mid),
+                y=num(top - 8),
                 text_anchor="middle",
                 class_="gap-label",
-                data_seconds=_num(b - a),
+                data_seconds=num(b - a),
             )
         )
     out.append(
-        _tag(
+        tag(
             "text",
             "time since the run started (idle gaps compressed)"
             if axis.gaps
             else "time since the run started",
-            x=_num(LABEL_W + axis.width / 2),
-            y=_num(top + plot_h + 34),
+            x=num(LABEL_W + axis.width / 2),
+            y=num(top + plot_h + 34),
             text_anchor="middle",
             class_="tick",
         )

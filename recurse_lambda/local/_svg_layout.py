@@ -11,7 +11,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..shards.plan import SHARD_ID_PREFIX
+from ..shards import SHARD_ID_PREFIX
 
 GAP_W = 64.0  # px drawn for a compressed idle gap, whatever its real length
 GAP_MIN_RATIO = 4.0  # a gap is compressed only when longer than this many median invocations...
@@ -59,7 +59,7 @@ class TimeAxis:
     ) -> TimeAxis:
         axis = cls(lo, hi if hi - lo > 1e-6 else lo + 1.0, x0, width)
         axis.gaps = _long_gaps(intervals, axis.lo, axis.hi, width)
-        axis._knots()
+        axis.lay_knots()
         return axis
 
     @property
@@ -67,7 +67,7 @@ class TimeAxis:
         """The real time drawn to scale (the span less the compressed gaps)."""
         return (self.hi - self.lo) - sum(b - a for a, b in self.gaps)
 
-    def _knots(self) -> None:
+    def lay_knots(self) -> None:
         scale = (self.width - GAP_W * len(self.gaps)) / self.visible
         t, x = self.lo, self.x0
         self.knots_t, self.knots_x = [t], [x]
