@@ -139,10 +139,10 @@ class GzipEngine:
     member start. The member's CRC-32 and length are checked against its trailer before its last chunk is given.
     """
 
-    def __init__(self, inp: Input, *, chunk_size: int, spacing: int | None) -> None:
+    def __init__(self, inp: Input, *, chunk_size: int, spacing: int | None, native: bool = True) -> None:
         self._inp = inp
         self._chunk = chunk_size
-        self._lib = libz()
+        self._lib = libz() if native else None  # native=False: the standard library's zlib (tests)
         self._spacing = spacing if self._lib is not None else None
         self.point = Point(0, 0)
         self.out = 0
