@@ -265,7 +265,7 @@ def test_gzip_header_fields_and_bgzf() -> None:
     header += struct.pack("<H", zlib.crc32(header) & 0xFFFF)
     data = (header + deflated + trailer) * 3 + gzip.compress(b"")
     assert gzip.decompress(data) == raw * 3
-    chunks, stream = read_all(data, chunk_size=1000)
+    chunks, _ = read_all(data, chunk_size=1000)
     assert b"".join(c.data for c in chunks) == raw * 3
     assert len({c.cursor.point.in_ for c in chunks}) == 3  # one point per member
     check_resumes(data, raw * 3, random.Random(1), chunk_size=1000)
