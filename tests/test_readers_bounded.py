@@ -20,7 +20,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from recurse_lambda.s3._csv import CsvReader
 from recurse_lambda.s3._helpers import S3Helpers
 from recurse_lambda.s3._jsonl import JsonLinesReader
 from recurse_lambda.s3._lines import LineReader
@@ -352,12 +351,7 @@ def test_the_prefetcher_runs_ahead_before_end() -> None:
     batches.close()
 
 
-# -- CSV and the helpers -------------------------------------------------------------------------------------
-
-
-def test_csv_refuses_byte_ranges_with_the_reason() -> None:
-    with pytest.raises(TypeError, match="quoted field may contain newlines"):
-        CsvReader(Source(b"a,b\n1,2\n"), 0, end=4)  # type: ignore[arg-type]
+# -- the helpers -------------------------------------------------------------------------------------
 
 
 def test_helpers_pass_end_through(moto_s3: Any) -> None:
@@ -374,5 +368,5 @@ def test_helpers_pass_end_through(moto_s3: Any) -> None:
     assert [g["Range"] for g in gets] == [f"bytes=44-{len(LINES) - 1}"]  # one GET, aligned from byte 44
     assert list(helpers.jsonl("shard-bucket", "t.jsonl", 1, end=3)) == [2]
     assert b"".join(helpers.chunks("shard-bucket", "lines.txt", 3, end=7)) == LINES[3:7]
-    with pytest.raises(TypeError, match="CsvReader does not read byte ranges"):
-        helpers.csv("shard-bucket", "lines.txt", end=10)
+    moto_s3.put_object(Bucket="shard-bucket", Key="t.csv", Body=b"n,sq\n1,1\n2,4\n3,9\n")
+    assert list(helpers.csv("shard-bucket", "t.csv", 9, end=13)) == [{"n": "2", "sq": "4"}]  # header from 0

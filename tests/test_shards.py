@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 from collections.abc import Generator, Iterator
@@ -189,6 +191,72 @@ def test_a_prefix_job_reads_every_object_once(moto_s3):
     report = sim(tally_handler(clock, 6), moto_s3, clock).run({"bucket": "data", "prefix": "in/"})
     report.raise_for_status()
     assert report.result == one_pass(b"\n".join(bodies.values()))
+
+
+class CsvTally(BaseModel):
+    offset: int = 0
+    rows: int = 0
+    total: int = 0
+
+
+def csv_handler(clock: VirtualClock, count: int) -> Any:
+    """Counts the rows of CSV objects with a header and sums their ``n`` column, 5 rows per virtual second."""
+
+    def reduce(results: list[dict[str, int]]) -> dict[str, int]:
+        return {"rows": sum(r["rows"] for r in results), "total": sum(r["total"] for r in results)}
+
+    @recursive(state=CsvTally, shards=Shards(count=count, reduce=reduce, min_bytes=1))
+    def handler(event: dict[str, Any], state: CsvTally, run: Run) -> Generator[None, None, dict[str, int]]:
+        assert run.shard is not None
+        for batch in run.shard.csv(start=state.offset, range_size=64).batches(5):
+            clock.advance(1.0)
+            state.rows += len(batch)
+            state.total += sum(int(row["n"]) for row in batch)
+            state.offset = batch.end
+            yield
+        return {"rows": state.rows, "total": state.total}
+
+    return handler
+
+
+def csv_body(rows: int, seed: int, columns: str = "id,n,note") -> bytes:
+    lines = [columns]
+    for i in range(rows):
+        values = {"id": str(i), "n": str((i * 7919 + seed) % 1009), "note": f'"a, quoted ""{i % 5}"" note"'}
+        lines.append(",".join(values[c] for c in columns.split(",")))
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def csv_one_pass(*bodies: bytes) -> dict[str, int]:
+    rows = [r for body in bodies for r in csv.DictReader(io.StringIO(body.decode(), newline=""))]
+    return {"rows": len(rows), "total": sum(int(r["n"]) for r in rows)}
+
+
+def test_a_sharded_csv_job_reads_every_row_once_with_each_objects_header(moto_s3):
+    clock = VirtualClock()
+    put(moto_s3, "one.csv", csv_body(300, 1))
+    report = sim(csv_handler(clock, 5), moto_s3, clock, faults=FaultPlan(duplicate=0.3)).run(
+        {"bucket": "data", "key": "one.csv"}
+    )
+    report.raise_for_status()
+    assert report.result == csv_one_pass(csv_body(300, 1))
+    assert len(report.chains) == 1 + 5
+    # A prefix whose objects order their columns differently: each part reads its own object's header.
+    bodies = [csv_body(120, 2), csv_body(3, 3, "n,note,id"), csv_body(200, 4, "note,id,n")]
+    for i, body in enumerate(bodies):
+        put(moto_s3, f"in/{i}.csv", body)
+    report = sim(csv_handler(clock, 4), moto_s3, clock).run({"bucket": "data", "prefix": "in/"})
+    report.raise_for_status()
+    assert report.result == csv_one_pass(*bodies)
+
+
+def test_a_sharded_csv_job_over_a_record_that_spans_lines_fails_and_says_why(moto_s3):
+    clock = VirtualClock()
+    body = csv_body(100, 1).replace(b"quoted", b"quo\nted", 1)  # one quoted field holds a newline
+    put(moto_s3, "multi.csv", body)
+    report = sim(csv_handler(clock, 3), moto_s3, clock).run({"bucket": "data", "key": "multi.csv"})
+    assert report.status == "FAILED"
+    assert "spans more than one line" in report.error and "in one chain" in report.error
 
 
 def test_a_failed_shard_fails_the_job_naming_it_and_resume_continues_it(moto_s3):

@@ -8,22 +8,25 @@ so a quoted field spanning lines (or ranges) ends the record where the csv modul
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ._lines import check_encoding, iter_regions
-from ._prefetch import ByteSource, RangeFetcher
-from ._readers import DEFAULT_PREFETCH, DEFAULT_RANGE_SIZE, MalformedRecordError, _ListBlock, _Reader
+from ._prefetch import ByteSource
+from ._readers import DEFAULT_PREFETCH, DEFAULT_RANGE_SIZE, ListBlock, MalformedRecordError, Reader
 
 __all__ = ["CsvReader"]
 
 _HEADER_RANGE = 64 * 1024
 
-_NO_SHARDS = (
-    "CsvReader does not read byte ranges (end=): a quoted field may contain newlines, so whether an offset "
-    "is inside a record depends on every quote before it, and a shard cannot find its first record from its "
-    "own bytes. If no field contains a newline, read the shard with LineReader(..., end=...) and parse its "
-    "lines with csv.reader"
+_SPANS_LINES = (
+    "a CSV record spans more than one line (a quoted or escaped newline) in a shard (end=): a shard finds its "
+    "first record at a line start, which is only sound when every record is one line. Read this object in one "
+    "chain (without end=, without Shards)"
+)
+_BARE_CR = (
+    "a CSV record ends with a bare CR (\\r without \\n) in a shard (end=): a shard finds records at LF line "
+    "ends only. Read this object in one chain (without end=, without Shards)"
 )
 
 
@@ -34,11 +37,17 @@ class _BadBytes(Exception):
 class _Feed:
     """The csv module's input: decoded physical lines, counting the bytes handed out."""
 
-    __slots__ = ("_codec", "_errors", "_lines", "consumed", "raised", "regions")
+    __slots__ = ("_codec", "_errors", "_lines", "bare_cr", "consumed", "pulls", "raised", "regions")
 
-    def __init__(self, ranges: RangeFetcher, start: int, codec: str, bom: bool, errors: str) -> None:
+    def __init__(
+        self, ranges: Iterable[tuple[int, bytes]], start: int, codec: str, bom: bool, errors: str
+    ) -> None:
         self.consumed = start
         self.regions = 0
+        #: Lines asked for, the end of the input included: a record that took more than one spans lines.
+        self.pulls = 0
+        #: Whether the last line handed out ended with a CR not followed by LF.
+        self.bare_cr = False
         #: The last exception the feed itself raised, told apart from the csv module's own errors.
         self.raised: BaseException | None = None
         self._codec = codec
@@ -49,6 +58,7 @@ class _Feed:
         return self
 
     def __next__(self) -> str:
+        self.pulls += 1
         try:
             raw = next(self._lines)
         except StopIteration:
@@ -63,9 +73,10 @@ class _Feed:
                 f"bytes not valid {self._codec} at byte {self.consumed + exc.start} ({exc.reason})"
             ) from exc
         self.consumed += len(raw)
+        self.bare_cr = raw.endswith(b"\r")
         return text
 
-    def _physical(self, ranges: RangeFetcher, start: int, bom: bool) -> Iterator[bytes]:
+    def _physical(self, ranges: Iterable[tuple[int, bytes]], start: int, bom: bool) -> Iterator[bytes]:
         for offset, data, cut, _final in iter_regions(ranges, start):
             self.regions += 1
             region = data if cut == len(data) else data[:cut]
@@ -76,7 +87,7 @@ class _Feed:
             yield from lines
 
 
-class CsvReader(_Reader[Any]):
+class CsvReader(Reader[Any]):
     """CSV records from byte offset ``start`` (0 or a ``batch.end``), as dicts when there is a header.
 
     With ``has_header`` and no ``header``, the header row is read: from the records at ``start == 0``, or from
@@ -89,6 +100,13 @@ class CsvReader(_Reader[Any]):
     means ``QUOTE_NONE``, as with ``csv.reader``. A record the csv module rejects (the header row included,
     and a non-numeric unquoted field under ``QUOTE_NONNUMERIC``) raises :class:`MalformedRecordError` with
     its offset, after the records before it are delivered.
+
+    With ``end``, the reader is a shard, as for :class:`LineReader`: the records that begin at a line start in
+    ``[start, end)``. That is sound only when every record (the header row included) is one line, so a shard
+    checks it: a record that spans lines (a quoted or escaped newline, or a quote left open at the shard's end)
+    raises :class:`MalformedRecordError` at its offset. The shard that holds such a record's first line sees it
+    span lines whatever the cut points, so a sharded job over such a file fails rather than read records from
+    a wrong start. The header row is read from the object's start when ``start`` is past it.
     """
 
     def __init__(
@@ -105,12 +123,10 @@ class CsvReader(_Reader[Any]):
         dialect: str | csv.Dialect | type[csv.Dialect] = "excel",
         range_size: int = DEFAULT_RANGE_SIZE,
         prefetch: int = DEFAULT_PREFETCH,
-        end: None = None,
+        end: int | None = None,
         **fmtparams: Any,
     ) -> None:
-        if end is not None:
-            raise TypeError(_NO_SHARDS)
-        super().__init__(source, start, end=None, range_size=range_size, prefetch=prefetch)
+        super().__init__(source, start, end=end, range_size=range_size, prefetch=prefetch)
         self._codec, self._bom = check_encoding(encoding)
         self._errors = errors
         self._header = list(header) if header is not None else None
@@ -135,9 +151,10 @@ class CsvReader(_Reader[Any]):
     def _open(self) -> tuple[_Feed, Iterator[list[str]]]:
         if self._feed is not None and self._rows is not None:
             return self._feed, self._rows
-        feed = self._new_feed(self._ranges(), self.start)
+        begin, ranges = self._record_ranges()
+        feed = self._new_feed(ranges, begin)
         rows = csv.reader(feed, self._dialect, **self._fmtparams)
-        if self._has_header and self.start == 0:
+        if self._has_header and begin == 0:
             first = self._header_row(feed, rows)
             if self._header is None:
                 self._header = first
@@ -147,7 +164,7 @@ class CsvReader(_Reader[Any]):
         self._feed, self._rows = feed, rows
         return feed, rows
 
-    def _new_feed(self, ranges: RangeFetcher, start: int) -> _Feed:
+    def _new_feed(self, ranges: Iterable[tuple[int, bytes]], start: int) -> _Feed:
         return _Feed(ranges, start, self._codec, self._bom, self._errors)
 
     def _read_header(self) -> list[str] | None:
@@ -161,14 +178,30 @@ class CsvReader(_Reader[Any]):
     def _header_row(self, feed: _Feed, rows: Iterator[list[str]]) -> list[str] | None:
         """The first row, or None for an empty object; a malformed one is a MalformedRecordError at 0."""
         try:
-            return next(rows, None)
+            row = next(rows, None)
         except (csv.Error, _BadBytes, ValueError) as exc:
             if exc is feed.raised:
                 raise
-            raise self._malformed(exc, 0) from (exc.__cause__ or exc)
+            raise self._malformed(exc, 0, feed.pulls) from (exc.__cause__ or exc)
+        if row is not None and self._not_one_line(feed, feed.pulls):
+            raise self._malformed(None, 0, feed.pulls, feed.bare_cr)
+        return row
 
-    def _malformed(self, exc: BaseException, offset: int) -> MalformedRecordError:
-        message = str(exc) if isinstance(exc, (csv.Error, _BadBytes)) else f"{type(exc).__name__}: {exc}"
+    def _not_one_line(self, feed: _Feed, pulls: int) -> bool:
+        """In a shard, whether the record just read (from ``pulls`` lines) is not one LF-ended line."""
+        return self.end is not None and (pulls > 1 or feed.bare_cr)
+
+    def _malformed(
+        self, exc: BaseException | None, offset: int, pulls: int = 1, bare_cr: bool = False
+    ) -> MalformedRecordError:
+        if self.end is not None and pulls > 1:
+            message = _SPANS_LINES
+        elif exc is None:
+            message = _BARE_CR if bare_cr else _SPANS_LINES
+        elif isinstance(exc, (csv.Error, _BadBytes)):
+            message = str(exc)
+        else:
+            message = f"{type(exc).__name__}: {exc}"
         return MalformedRecordError(
             message,
             offset=offset,
@@ -185,7 +218,7 @@ class CsvReader(_Reader[Any]):
                 record[name] = self._restval
         return record
 
-    def _parse(self) -> Iterator[_ListBlock[Any]]:
+    def parse(self) -> Iterator[ListBlock[Any]]:
         feed, rows = self._open()
         header = self._header
         records: list[Any] = []
@@ -193,7 +226,7 @@ class CsvReader(_Reader[Any]):
         ends: list[int] = []
         block_start, region = feed.consumed, feed.regions
         while True:
-            at = feed.consumed
+            at, pulls = feed.consumed, feed.pulls
             try:
                 row = next(rows)
             except StopIteration:
@@ -201,9 +234,14 @@ class CsvReader(_Reader[Any]):
             except (csv.Error, _BadBytes, ValueError) as exc:
                 if exc is feed.raised:  # the source's own error (a failed read), not a malformed record
                     raise
-                block = _ListBlock(records, starts, ends, block_start, at)
-                block.error = self._malformed(exc, at)
+                block = ListBlock(records, starts, ends, block_start, at)
+                block.error = self._malformed(exc, at, feed.pulls - pulls)
                 block.error.__cause__ = exc.__cause__ or exc
+                yield block
+                return
+            if self._not_one_line(feed, feed.pulls - pulls):
+                block = ListBlock(records, starts, ends, block_start, at)
+                block.error = self._malformed(None, at, feed.pulls - pulls, feed.bare_cr)
                 yield block
                 return
             if header is not None:
@@ -215,7 +253,7 @@ class CsvReader(_Reader[Any]):
             starts.append(at)
             ends.append(feed.consumed)
             if feed.regions != region:  # a block per parsed piece: batches() without sizes follows them
-                yield _ListBlock(records, starts, ends, block_start, feed.consumed)
+                yield ListBlock(records, starts, ends, block_start, feed.consumed)
                 records, starts, ends = [], [], []
                 block_start, region = feed.consumed, feed.regions
-        yield _ListBlock(records, starts, ends, block_start, feed.consumed)
+        yield ListBlock(records, starts, ends, block_start, feed.consumed)

@@ -8,14 +8,14 @@ from typing import Any, Literal
 
 from ._lines import LineReader
 from ._prefetch import ByteSource
-from ._readers import DEFAULT_PREFETCH, DEFAULT_RANGE_SIZE, MalformedRecordError, _ListBlock, _Reader
+from ._readers import DEFAULT_PREFETCH, DEFAULT_RANGE_SIZE, ListBlock, MalformedRecordError, Reader
 
 __all__ = ["JsonLinesReader"]
 
 _JSON_WHITESPACE = b" \t\r\n"  # RFC 8259's whitespace; bytes.isspace() also accepts \x0b and \x0c
 
 
-class JsonLinesReader(_Reader[Any]):
+class JsonLinesReader(Reader[Any]):
     """One decoded JSON value per line; blank lines are ignored. ``end`` makes a shard, as for ``LineReader``.
 
     Blank means empty or JSON whitespace only (space, tab, CR, LF); a line of form feeds or vertical tabs is
@@ -59,18 +59,19 @@ class JsonLinesReader(_Reader[Any]):
         super().close()
         self._lines.close()
 
-    def _stop(self) -> int | None:
-        return self._lines._stop()
+    @property
+    def stop(self) -> int | None:
+        return self._lines.stop
 
-    def _parse(self) -> Iterator[_ListBlock[Any]]:
+    def parse(self) -> Iterator[ListBlock[Any]]:
         bucket, key = getattr(self.source, "bucket", None), getattr(self.source, "key", None)
         loads = self._loads
-        for lines in self._lines._parse():
+        for lines in self._lines.parse():
             bounds = lines.bounds()
             records: list[Any] = []
             starts: list[int] = []
             ends: list[int] = []
-            block = _ListBlock(records, starts, ends, lines.start, lines.end)
+            block = ListBlock(records, starts, ends, lines.start, lines.end)
             for k, line in enumerate(lines.records):
                 if not line or (line.isspace() and not line.strip(_JSON_WHITESPACE)):
                     continue  # blank: JSON whitespace only (\x0b and \x0c are not, so they fail in loads)

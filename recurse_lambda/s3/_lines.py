@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ._prefetch import ByteSource
-from ._readers import DEFAULT_PREFETCH, DEFAULT_RANGE_SIZE, MalformedRecordError, _Reader, _UniformBlock
+from ._readers import DEFAULT_PREFETCH, DEFAULT_RANGE_SIZE, MalformedRecordError, Reader, _UniformBlock
 
 __all__ = ["PARSE_PIECE", "LineReader", "check_encoding", "iter_regions"]
 
@@ -125,7 +125,7 @@ def _split_mixed(data: Any, cut: int, nl: Any, cr: Any) -> tuple[list[Any], list
     return [p[:-1] if p.endswith(cr) else p for p in raw], raw, 1
 
 
-class LineReader(_Reader[Any]):
+class LineReader(Reader[Any]):
     """Lines from byte offset ``start`` (which must be a line start: 0 or a ``batch.end``).
 
     With ``end``, a shard: the lines that begin in ``[start, end)``, ``start`` being anywhere (the reader skips
@@ -152,7 +152,7 @@ class LineReader(_Reader[Any]):
         self.errors = errors
         self._codec, self._bom = check_encoding(encoding) if encoding is not None else ("", False)
 
-    def _parse(self) -> Iterator[_UniformBlock[Any]]:
+    def parse(self) -> Iterator[_UniformBlock[Any]]:
         if self.encoding is None:
             yield from self._parse_bytes()
             return

@@ -21,10 +21,19 @@ from types import TracebackType
 from typing import Generic, Self, TypeVar
 
 from ..errors import MalformedRecordError
-from ..shards.reader import ShardRanges
 from ._prefetch import AUTO_PREFETCH, AUTO_RANGE_SIZE, ByteSource, RangeFetcher, _describe, check_window
+from ._shard_ranges import ShardRanges
 
-__all__ = ["DEFAULT_RANGE_SIZE", "Batch", "ByteSource", "ChunkReader", "MalformedRecordError"]
+__all__ = [
+    "DEFAULT_RANGE_SIZE",
+    "Batch",
+    "Block",
+    "ByteSource",
+    "ChunkReader",
+    "ListBlock",
+    "MalformedRecordError",
+    "Reader",
+]
 
 T = TypeVar("T")
 
@@ -53,7 +62,7 @@ class Batch(Generic[T]):
         return self.end - self.start
 
 
-class _Block(Generic[T]):
+class Block(Generic[T]):
     """Records parsed from one stretch of the object, with a way to find each record's byte offsets.
 
     ``error`` is raised once the records before it have been delivered; ``skipped`` lists the records a
@@ -82,7 +91,7 @@ class _Block(Generic[T]):
         raise NotImplementedError
 
 
-class _UniformBlock(_Block[T]):
+class _UniformBlock(Block[T]):
     """Contiguous records whose sizes are ``len(sized[k]) + sep`` bytes (lines and their terminators).
 
     Offsets are computed only where a batch boundary falls, and at C speed (``sum(map(len, ...))``): a
@@ -126,7 +135,7 @@ class _UniformBlock(_Block[T]):
         return bisect_right(self.bounds(), limit, i + 1, hi + 1) - 1
 
 
-class _ListBlock(_Block[T]):
+class ListBlock(Block[T]):
     """Records with explicit start and end offsets (there may be gaps: blank or skipped lines)."""
 
     __slots__ = ("_ends", "_starts")
@@ -146,8 +155,16 @@ class _ListBlock(_Block[T]):
         return bisect_right(self._ends, limit, i, hi)
 
 
-class _Reader(Generic[T]):
-    """The batching, cursor and lifetime logic shared by all readers; subclasses parse blocks in ``_parse``."""
+class Reader(Generic[T]):
+    """The base of every reader: batching, the cursor, shards (``end``) and the reader's lifetime.
+
+    A format subclasses it and implements :meth:`parse`, which yields :class:`Block` objects (records with a way
+    to find their byte offsets; :class:`ListBlock` takes explicit offsets). Bytes come from
+    ``self._record_ranges()`` (``(offset, data)`` ranges from the first record on, cut at the end of the shard
+    when there is one) or ``self._ranges()``; :attr:`stop` reports where a shard's records end. Register the
+    class in :data:`recurse_lambda.s3.FORMATS` (see ``s3/_formats.py``) and ``run.s3.reader(name, ...)`` and
+    ``run.shard.reader(name)`` build it.
+    """
 
     def __init__(
         self, source: ByteSource, start: int, *, end: int | None, range_size: int, prefetch: int
@@ -166,8 +183,8 @@ class _Reader(Generic[T]):
         self._range_size = range_size
         self._prefetch = prefetch
         self._fetcher: RangeFetcher | None = None
-        self._blocks: Iterator[_Block[T]] | None = None
-        self._block: _Block[T] | None = None
+        self._blocks: Iterator[Block[T]] | None = None
+        self._block: Block[T] | None = None
         self._index = 0
         self._skipped: list[tuple[int, str]] = []
         self._unreported: deque[tuple[int, str]] = deque()
@@ -253,18 +270,20 @@ class _Reader(Generic[T]):
         self._shard = ShardRanges(self._ranges(), self.start, end)
         return self._shard.begin, self._shard
 
-    def _stop(self) -> int | None:
+    @property
+    def stop(self) -> int | None:
         """With ``end``, once the records are exhausted: the first record start at or after ``end``."""
         return None if self._shard is None else self._shard.stop
 
-    def _parse(self) -> Iterator[_Block[T]]:
+    def parse(self) -> Iterator[Block[T]]:
+        """The records, block by block, from ``start`` on (called once, by the first batch)."""
         raise NotImplementedError
 
-    def _next_block(self) -> _Block[T] | None:
+    def _next_block(self) -> Block[T] | None:
         if self._closed:
             raise ValueError(f"{type(self).__name__} is closed")
         if self._blocks is None:
-            self._blocks = self._parse()
+            self._blocks = self.parse()
         block = next(self._blocks, None)
         if block is not None and block.skipped:
             self._unreported.extend(block.skipped)
@@ -296,7 +315,7 @@ class _Reader(Generic[T]):
                         if parts:
                             yield self._deliver(parts, first, last)
                         self._done = True
-                        stop = self._stop()
+                        stop = self.stop
                         if stop is not None:  # past blank or skipped lines, and with no record at all
                             self.position = stop
                         self._skipped.extend(self._unreported)
@@ -333,7 +352,7 @@ class _Reader(Generic[T]):
             self.close()
 
 
-class ChunkReader(_Reader[bytes]):
+class ChunkReader(Reader[bytes]):
     """Raw bytes in chunks of ``chunk_size`` (the last may be shorter), from any offset.
 
     With ``end``, exactly the bytes ``[start, end)`` (clamped to the size): chunks are not records, so there
@@ -358,7 +377,7 @@ class ChunkReader(_Reader[bytes]):
         size = int(self._range_size)
         return RangeFetcher(self.source, self.start, range_size=size, prefetch=self._prefetch, end=self.end)
 
-    def _parse(self) -> Iterator[_Block[bytes]]:
+    def parse(self) -> Iterator[Block[bytes]]:
         for offset, data in self._ranges():
             end = offset + len(data)
-            yield _ListBlock([data], [offset], [end], offset, end)
+            yield ListBlock([data], [offset], [end], offset, end)

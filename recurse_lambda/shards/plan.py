@@ -9,14 +9,12 @@ and finishes the record that straddles its end), so no record is read twice or l
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from ..s3 import Batch, S3Helpers
+from .reader import Shard, ShardReader  # what a shard reads; re-exported here, where they used to live
 
 __all__ = ["ObjectInfo", "Part", "Shard", "ShardReader", "Shards", "SourceRef", "plan_shards"]
 
@@ -197,92 +195,3 @@ def check_user_chain_id(chain_id: str) -> None:
 def shard_part(index: int, count: int) -> str:
     """What a finished shard adds to its job's ``joined`` set: its padded index (short, so 1,000 fit an item)."""
     return f"{index:0{len(str(max(count - 1, 0)))}d}"
-
-
-class Shard:
-    """What a shard's handler gets as ``run.shard``: its place in the job and readers over its bytes.
-
-    Offsets (``start=`` and ``batch.end``) count bytes from the beginning of the shard, across its parts, so a
-    shard's cursor is one integer whether it covers part of one object or pieces of several.
-    """
-
-    def __init__(
-        self, job_id: str, index: int, count: int, parts: Sequence[Part], s3: Callable[[], S3Helpers]
-    ) -> None:
-        self.job_id = job_id
-        self.index = index
-        self.count = count
-        self.parts = tuple(parts)
-        self._s3 = s3
-
-    @property
-    def size(self) -> int:
-        """Bytes in the shard's ranges (its records may end a little past them)."""
-        return sum(p.end - p.start for p in self.parts)
-
-    def __repr__(self) -> str:
-        return f"Shard({self.index + 1} of {self.count} of job {self.job_id!r}, {len(self.parts)} part(s))"
-
-    def lines(self, start: int = 0, **opts: Any) -> ShardReader:
-        """The lines that begin in the shard's ranges; ``opts`` as for :class:`~recurse_lambda.s3.LineReader`."""
-        return ShardReader(
-            lambda p, s: self._s3().lines(p.bucket, p.key, s, end=p.end, **opts), self.parts, start
-        )
-
-    def jsonl(self, start: int = 0, **opts: Any) -> ShardReader:
-        """The JSON Lines records that begin in the shard's ranges."""
-        return ShardReader(
-            lambda p, s: self._s3().jsonl(p.bucket, p.key, s, end=p.end, **opts), self.parts, start
-        )
-
-    def chunks(self, start: int = 0, **opts: Any) -> ShardReader:
-        """The shard's raw bytes, exactly its ranges."""
-        return ShardReader(
-            lambda p, s: self._s3().chunks(p.bucket, p.key, s, end=p.end, **opts), self.parts, start
-        )
-
-
-class ShardReader:
-    """Batches over a shard's parts in order, with offsets counted from the shard's beginning."""
-
-    def __init__(self, open_part: Callable[[Part, int], Any], parts: Sequence[Part], start: int = 0) -> None:
-        if start < 0:
-            raise ValueError(f"start must be >= 0, not {start}")
-        self._open = open_part
-        self._parts = tuple(parts)
-        self.start = start
-        #: The shard offset of the next unread record (``start``, then the ``end`` of the last batch).
-        self.position = start
-
-    def __iter__(self) -> Iterator[Any]:
-        for batch in self.batches():
-            yield from batch.records
-
-    def batches(
-        self, records: int | None = None, *, max_bytes: int | None = None
-    ) -> Generator[Batch[Any], None, None]:
-        """As a single reader's ``batches``; a batch never spans two parts."""
-        from ..s3 import Batch
-
-        base = 0
-        for part in self._parts:
-            length = part.end - part.start
-            if self.position >= base + length:
-                base += length
-                continue
-            local = part.start + max(0, self.position - base)
-            reader = self._open(part, local)
-            inner = reader.batches(records, max_bytes=max_bytes)
-            try:
-                for b in inner:
-                    # The record that straddles the part's end is the part's last: past it, resume at the next
-                    # part (a local offset past the end would collide with the next part's shard offsets).
-                    end = base + length if b.end >= part.end else base + b.end - part.start
-                    start = base + max(0, b.start - part.start)
-                    self.position = end
-                    yield Batch(b.records, start, end)
-            finally:
-                inner.close()
-                reader.close()
-            base += length
-            self.position = max(self.position, base)

@@ -1,67 +1,121 @@
-"""A shard of an object: the ranges holding the records (lines) that begin in ``[start, end)``.
+"""What a shard's handler reads: ``run.shard``, readers of any format over the shard's byte ranges.
 
-A record begins at ``p`` when ``p == 0`` or byte ``p - 1`` is ``\\n``. A shard aligns itself: it skips to the first
-record beginning at or after ``start``, and finishes the record that straddles ``end``. So shards cut anywhere
-read every record of the object exactly once between them, and a ``batch.end`` (a record start) is left alone.
+A shard does not know the formats: it asks a reader factory (``run.s3``, an :class:`~recurse_lambda.s3.S3Helpers`)
+for ``reader(format, bucket, key, start, end=...)`` over each of its parts, so every format in
+:data:`recurse_lambda.s3.FORMATS` reads a shard, and this layer imports nothing from ``s3`` at run time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from itertools import chain
+import dataclasses
+from collections.abc import Callable, Generator, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
-__all__ = ["ShardRanges"]
+if TYPE_CHECKING:
+    from ..s3 import Batch
+    from .plan import Part
+
+__all__ = ["ReaderFactory", "Shard", "ShardReader"]
 
 
-class ShardRanges:
-    """``(offset, data)`` ranges from :attr:`begin`, cut just after the last record beginning before ``end``.
+class ReaderFactory(Protocol):
+    """Builds a reader of a registered format over one object (``S3Helpers`` is one)."""
 
-    ``ranges`` must start at ``start - 1`` (or 0): reading byte ``start - 1`` in the first range tells whether
-    ``start`` begins a record without a request of its own. ``0 <= start < end <= size``. The records' start
-    is found when the shard is made (reading as far as the line that straddles ``start`` goes); :attr:`stop`,
-    the first record start at or after ``end`` (or the size), is known once the ranges are exhausted.
+    def reader(self, format: str, bucket: str, key: str, start: int = 0, **opts: Any) -> Any: ...
+
+
+class Shard:
+    """What a shard's handler gets as ``run.shard``: its place in the job and readers over its bytes.
+
+    Offsets (``start=`` and ``batch.end``) count bytes from the beginning of the shard, across its parts, so a
+    shard's cursor is one integer whether it covers part of one object or pieces of several.
     """
 
-    __slots__ = ("_end", "_first", "_ranges", "begin", "stop")
+    def __init__(
+        self, job_id: str, index: int, count: int, parts: Sequence[Part], s3: Callable[[], ReaderFactory]
+    ) -> None:
+        self.job_id = job_id
+        self.index = index
+        self.count = count
+        self.parts = tuple(parts)
+        self._s3 = s3
 
-    def __init__(self, ranges: Iterator[tuple[int, bytes]], start: int, end: int) -> None:
-        self._ranges = ranges
-        self._end = end
-        self._first: tuple[int, bytes] | None = None  # the rest of the range where the records begin
-        self.stop: int | None = None
-        self.begin = self._align(start)
-        if self.begin >= end:  # no record begins in the shard: `begin` is also the first one after it
-            self.stop = self.begin
+    @property
+    def size(self) -> int:
+        """Bytes in the shard's ranges (its records may end a little past them)."""
+        return sum(p.end - p.start for p in self.parts)
 
-    def _align(self, start: int) -> int:
-        if start == 0:
-            return 0
-        at = start
-        for offset, data in self._ranges:
-            newline = data.find(b"\n")
-            if newline >= 0:
-                begin = offset + newline + 1
-                if begin < offset + len(data):
-                    self._first = (begin, data[newline + 1 :])
-                return begin
-            at = offset + len(data)
-        return at  # no newline from start - 1 on: the only record there began before start
+    def __repr__(self) -> str:
+        return f"Shard({self.index + 1} of {self.count} of job {self.job_id!r}, {len(self.parts)} part(s))"
 
-    def __iter__(self) -> Iterator[tuple[int, bytes]]:
-        if self.stop is not None:
-            return
-        last = self._end - 1  # the record holding this byte is the shard's last
-        ranges = chain((self._first,), self._ranges) if self._first is not None else self._ranges
-        self._first = None
-        at = self.begin
-        for offset, data in ranges:
-            at = offset + len(data)
-            if at > last:
-                newline = data.find(b"\n", max(last - offset, 0))
-                if newline >= 0:
-                    # Nothing is pending past this range: the fetcher fetches past `end` only when asked.
-                    self.stop = offset + newline + 1
-                    yield offset, data if newline + 1 == len(data) else data[: newline + 1]
-                    return
-            yield offset, data
-        self.stop = at
+    def reader(self, format: str, start: int = 0, **opts: Any) -> ShardReader:
+        """The records of ``format`` (a name in :data:`~recurse_lambda.s3.FORMATS`) that begin in the shard's ranges."""
+
+        def open_part(part: Part, local: int) -> Any:
+            return self._s3().reader(format, part.bucket, part.key, local, end=part.end, **opts)
+
+        return ShardReader(open_part, self.parts, start)
+
+    def lines(self, start: int = 0, **opts: Any) -> ShardReader:
+        """The lines that begin in the shard's ranges; ``opts`` as for :class:`~recurse_lambda.s3.LineReader`."""
+        return self.reader("lines", start, **opts)
+
+    def jsonl(self, start: int = 0, **opts: Any) -> ShardReader:
+        """The JSON Lines records that begin in the shard's ranges."""
+        return self.reader("jsonl", start, **opts)
+
+    def csv(self, start: int = 0, **opts: Any) -> ShardReader:
+        """The CSV records that begin in the shard's ranges; each record must be one line (see ``CsvReader``).
+
+        Each part's header row is read from its object's start; pass ``header=`` to skip that read when every
+        object has the same header.
+        """
+        return self.reader("csv", start, **opts)
+
+    def chunks(self, start: int = 0, **opts: Any) -> ShardReader:
+        """The shard's raw bytes, exactly its ranges."""
+        return self.reader("chunks", start, **opts)
+
+
+class ShardReader:
+    """Batches over a shard's parts in order, with offsets counted from the shard's beginning."""
+
+    def __init__(self, open_part: Callable[[Part, int], Any], parts: Sequence[Part], start: int = 0) -> None:
+        if start < 0:
+            raise ValueError(f"start must be >= 0, not {start}")
+        self._open = open_part
+        self._parts = tuple(parts)
+        self.start = start
+        #: The shard offset of the next unread record (``start``, then the ``end`` of the last batch).
+        self.position = start
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in self.batches():
+            yield from batch.records
+
+    def batches(
+        self, records: int | None = None, *, max_bytes: int | None = None
+    ) -> Generator[Batch[Any], None, None]:
+        """As a single reader's ``batches``; a batch never spans two parts."""
+        base = 0
+        for part in self._parts:
+            length = part.end - part.start
+            if self.position >= base + length:
+                base += length
+                continue
+            local = part.start + max(0, self.position - base)
+            reader = self._open(part, local)
+            inner = reader.batches(records, max_bytes=max_bytes)
+            try:
+                for b in inner:
+                    # The record that straddles the part's end is the part's last: past it, resume at the next
+                    # part (a local offset past the end would collide with the next part's shard offsets).
+                    end = base + length if b.end >= part.end else base + b.end - part.start
+                    start = base + max(0, b.start - part.start)
+                    self.position = end
+                    yield dataclasses.replace(b, start=start, end=end)
+            finally:
+                inner.close()
+                reader.close()
+            base += length
+            self.position = max(self.position, base)
