@@ -448,13 +448,6 @@ def test_layers_point_down(package: Package) -> None:
     _report(layer_violations(package), "(d) layers")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="being fixed in issue 10: chain/deliveries.py and shards/job.py call Hop's private methods "
-    "(_response, _invoke, _finish, _checkpoint, _progress, _first_envelope; chain helper: a narrow context "
-    "and result objects); local/_sim_adapters.py calls Simulator._enqueue (chain helper); s3/_jsonl.py calls "
-    "LineReader._stop and _parse (s3 helper)",
-)
 def test_no_private_access_from_outside(package: Package) -> None:
     _report(private_access(package), "(e) private access")
 

@@ -409,7 +409,7 @@ def _lister(client: Callable[[], Any]) -> Callable[[SourceRef], list[ObjectInfo]
     """Lists a sharded job's source with the simulator's S3 client (made on first use)."""
 
     def lister(ref: SourceRef) -> list[ObjectInfo]:
-        from ..s3._objects import list_objects
+        from ..s3 import list_objects
 
         return list_objects(client(), ref)
 

@@ -9,6 +9,7 @@ from ._formats import FORMATS, register_format
 from ._helpers import S3Helpers
 from ._jsonl import JsonLinesReader
 from ._lines import LineReader
+from ._objects import list_objects
 from ._prefetch import ByteSource
 from ._readers import Batch, Block, ChunkReader, ListBlock, MalformedRecordError, Reader
 from ._source import PinnedSource
@@ -29,5 +30,6 @@ __all__ = [
     "Reader",
     "S3Cache",
     "S3Helpers",
+    "list_objects",
     "register_format",
 ]
