@@ -15,7 +15,7 @@ from .warm import WarmState
 
 if TYPE_CHECKING:
     from ..s3 import S3Helpers
-    from ..shards.plan import Shard
+    from ..shards.plan import ObjectInfo, Shard, SourceRef
 
 
 @dataclass
@@ -37,6 +37,8 @@ class World:
     recursion_guard: Callable[[Any], RecursionCheck] | None = None
     # Where embedded-metric-format lines go (stdout, which CloudWatch Logs reads, in production).
     metrics_sink: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
+    # Lists what a sharded job reads (one object, or every object under a prefix); None: not available.
+    lister: Callable[[SourceRef], list[ObjectInfo]] | None = None
 
 
 class RecursionCheck(Protocol):
