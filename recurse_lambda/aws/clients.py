@@ -37,7 +37,7 @@ S3_POOL = 17
 CONNECT_TIMEOUT = 5.0
 #: Seconds to wait for a response's next bytes (botocore's default).
 READ_TIMEOUT = 60.0
-#: Attempts per request in standard retry mode (botocore's default for that mode).
+#: Attempts per request, the first included, in standard retry mode (botocore's default for that mode).
 MAX_ATTEMPTS = 3
 
 _POOLS = {"s3": S3_POOL}
@@ -73,7 +73,7 @@ def client_config(service: str, environ: Mapping[str, str] | None = None) -> Any
     if not env.get("AWS_RETRY_MODE"):
         retries["mode"] = "standard"
     if not env.get("AWS_MAX_ATTEMPTS"):
-        retries["max_attempts"] = MAX_ATTEMPTS
+        retries["total_max_attempts"] = MAX_ATTEMPTS  # the first attempt included
     options: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT, "read_timeout": READ_TIMEOUT}
     if retries:
         options["retries"] = retries
