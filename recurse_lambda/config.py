@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +25,25 @@ from .errors import (
 )
 from .shards.plan import Shards
 
-SIGNING_KEY_ENV = "RECURSE_LAMBDA_SIGNING_KEY"
-SPILL_BUCKET_ENV = "RECURSE_LAMBDA_SPILL_BUCKET"
+# Every environment variable the library reads, and its default, once (the local Lambda's test fixture keeps
+# its own RECURSE_LAMBDA_DYNALITE_DIR: local/ imports the public API only).
+SIGNING_KEY_ENV = "RECURSE_LAMBDA_SIGNING_KEY"  # the HMAC key internal events are signed with
+SPILL_BUCKET_ENV = "RECURSE_LAMBDA_SPILL_BUCKET"  # where envelopes (and ledger fields) too large to send go
 SPILL_PREFIX_ENV = "RECURSE_LAMBDA_SPILL_PREFIX"
+DEFAULT_SPILL_PREFIX = "recurse-lambda/envelopes/"
+TABLE_ENV = "RECURSE_LAMBDA_TABLE"  # the DynamoDB ledger table (ledger_from_env, the CLI)
+
+
+def spill_location(
+    environ: Mapping[str, str], bucket: str | None = None, prefix: str | None = None
+) -> tuple[str | None, str]:
+    """The spill bucket and prefix: the given ones, else ``$RECURSE_LAMBDA_SPILL_BUCKET`` and
+    ``$RECURSE_LAMBDA_SPILL_PREFIX`` (default :data:`DEFAULT_SPILL_PREFIX`). No bucket: no spill store."""
+    return (
+        bucket or environ.get(SPILL_BUCKET_ENV) or None,
+        prefix or environ.get(SPILL_PREFIX_ENV, DEFAULT_SPILL_PREFIX),
+    )
+
 
 # Errors that a retry cannot cure: the chain is failed at once instead of burning Lambda's retries.
 PERMANENT_ERRORS: tuple[type[BaseException], ...] = (

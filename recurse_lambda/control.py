@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .config import SIGNING_KEY_ENV, SPILL_BUCKET_ENV, SPILL_PREFIX_ENV
+from .config import SIGNING_KEY_ENV, SPILL_BUCKET_ENV, spill_location
 from .core.clock import Clock, SystemClock
 from .core.codec import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -47,10 +47,10 @@ def _when(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
 
 
-def _boto3_client(service: str) -> Any:
-    import boto3
+def _shared_client(service: str) -> Any:
+    from .aws import clients  # the AWS layer, imported at the first client: ChainControl imports no boto3
 
-    return boto3.client(service)
+    return clients.client(service)
 
 
 def code_version_of(function: str) -> str:
@@ -64,8 +64,9 @@ class ChainControl:
     """Look at and steer chains recorded in ``ledger``.
 
     ``invoker`` sends a resumed hop (default: Lambda, through a client made on first use by
-    ``client_factory``); ``environ`` supplies the signing key (``RECURSE_LAMBDA_SIGNING_KEY``, which must be the
-    function's) and, when ``spill`` is not given, the spill bucket (``RECURSE_LAMBDA_SPILL_BUCKET``).
+    ``client_factory``, by default the process's clients of :mod:`recurse_lambda.aws.clients`); ``environ``
+    supplies the signing key (``RECURSE_LAMBDA_SIGNING_KEY``, which must be the function's) and, when ``spill``
+    is not given, the spill bucket and prefix (``RECURSE_LAMBDA_SPILL_BUCKET``, ``RECURSE_LAMBDA_SPILL_PREFIX``).
     """
 
     def __init__(
@@ -82,19 +83,19 @@ class ChainControl:
         self.ledger = ledger
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.environ: Mapping[str, str] = environ if environ is not None else os.environ
-        self._client_factory = client_factory or _boto3_client
+        self._client_factory = client_factory or _shared_client
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
         if invoker is None:
-            from .aws import LambdaInvoker
+            from .aws import LambdaInvoker  # the AWS layer; boto3 itself is imported at the first client
 
             invoker = LambdaInvoker(lambda: self._client("lambda"))
         self.invoker = invoker
-        if spill is None and self.environ.get(SPILL_BUCKET_ENV):
+        bucket, prefix = spill_location(self.environ)
+        if spill is None and bucket:
             from .aws import S3SpillStore
 
-            prefix = self.environ.get(SPILL_PREFIX_ENV) or "recurse-lambda/envelopes/"
-            spill = S3SpillStore(lambda: self._client("s3"), self.environ[SPILL_BUCKET_ENV], prefix)
+            spill = S3SpillStore(lambda: self._client("s3"), bucket, prefix)
         self.spill = spill
         self.codec = EnvelopeCodec(
             signing_key=signing_key_from(self.environ, SIGNING_KEY_ENV),

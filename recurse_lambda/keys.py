@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote_plus
@@ -27,6 +26,7 @@ __all__ = ["from_fields", "s3_object"]
 
 KeyFunction = Callable[[Any], str]
 ClientOrGetter = Any  # a boto3 S3 client, or a zero-argument callable returning one
+EtagLookup = Callable[[str, str], str]  # (bucket, key) -> the object's ETag (quoted or not)
 
 _DIGEST_CHARS = 32  # 128 bits of SHA-256: collisions are out of reach, ids stay short
 
@@ -44,26 +44,6 @@ def _describe(event: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- S3 objects
-
-_default_client: Any = None
-_default_lock = threading.Lock()
-
-
-def _default_s3() -> Any:
-    # Created on first use and kept for the container's life, as the runner's own clients are.
-    global _default_client
-    with _default_lock:
-        if _default_client is None:
-            import boto3
-
-            _default_client = boto3.client("s3")
-        return _default_client
-
-
-def _resolve(client: ClientOrGetter | None) -> Any:
-    if client is None:
-        return _default_s3()
-    return client if hasattr(client, "head_object") else client()
 
 
 def _etag(value: Any) -> str:
@@ -97,7 +77,9 @@ def _s3_records(event: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     return objects
 
 
-def _direct(event: Mapping[str, Any], client: ClientOrGetter | None) -> tuple[str, str, str]:
+def _direct(
+    event: Mapping[str, Any], client: ClientOrGetter | None, etag_of: EtagLookup | None
+) -> tuple[str, str, str]:
     bucket, key = event.get("bucket"), event.get("key")
     if not isinstance(bucket, str) or not bucket or not isinstance(key, str) or not key:
         raise ConfigurationError(
@@ -106,25 +88,22 @@ def _direct(event: Mapping[str, Any], client: ClientOrGetter | None) -> tuple[st
         )
     etag = event.get("etag")
     if etag is None:
-        from botocore.exceptions import ClientError
+        if etag_of is None:  # the default lookup: a HEAD through the AWS layer (which imports botocore)
+            from .aws._etag import head_etag
 
-        from .s3._source import raise_s3_error
-
-        s3 = _resolve(client)
-        try:
-            etag = s3.head_object(Bucket=bucket, Key=key)["ETag"]
-        except ClientError as exc:
-            raise_s3_error(exc, bucket, key, "read the ETag of", client=s3)
+            etag_of = head_etag(client)
+        etag = etag_of(bucket, key)
     return bucket, key, _etag(etag)
 
 
-def s3_object(event: Any, *, client: ClientOrGetter | None = None) -> str:
+def s3_object(event: Any, *, client: ClientOrGetter | None = None, etag_of: EtagLookup | None = None) -> str:
     """``"s3-<digest>"`` of the S3 object (bucket, key, ETag) the event names.
 
-    The event is ``{"bucket": ..., "key": ...}`` (optionally ``"etag"``; otherwise one HEAD request asks S3,
-    with ``client``: a boto3 S3 client or a function returning one, by default a client created on first use)
-    or an S3 event notification (``{"Records": [{"s3": ...}]}``; a notification with several records keys on
-    all of them). The same object gives the same id in both forms.
+    The event is ``{"bucket": ..., "key": ...}`` (optionally ``"etag"``; otherwise ``etag_of(bucket, key)``
+    learns it, by default one HEAD request with ``client``: a boto3 S3 client or a function returning one, by
+    default the process's client, created on first use) or an S3 event notification
+    (``{"Records": [{"s3": ...}]}``; a notification with several records keys on all of them). The same object
+    gives the same id in both forms.
 
     Use it as ``@recursive(chain_id=keys.s3_object, ...)``; to pass a client, wrap it:
     ``chain_id=functools.partial(keys.s3_object, client=my_client)``. It keys on the object alone: when other
@@ -132,7 +111,7 @@ def s3_object(event: Any, *, client: ClientOrGetter | None = None) -> str:
     """
     if not isinstance(event, Mapping):
         raise ConfigurationError(f"s3_object: the event must be a JSON object, not {_describe(event)}")
-    objects = _s3_records(event) if "Records" in event else [_direct(event, client)]
+    objects = _s3_records(event) if "Records" in event else [_direct(event, client, etag_of)]
     return _digest("s3", [list(o) for o in objects])
 
 

@@ -357,6 +357,20 @@ def test_the_table_may_come_from_the_environment(server, table, env, capsys):
     assert code == 0 and json.loads(stdout)["status"] == "FAILED"
 
 
+def test_each_service_may_have_its_own_endpoint(server, table, env, capsys):
+    failed(ledger_for(server, table), "c1", "f")
+    nowhere = "http://127.0.0.1:9"  # nothing listens there: only the per-service flag can reach the ledger
+    env.setenv("AWS_MAX_ATTEMPTS", "1")
+    argv = ["status", "c1", "--json", "--table", table, "--region", REGION]
+    code, stdout, _ = cli(capsys, *argv, "--endpoint-url", nowhere, "--dynamodb-endpoint-url", server)
+    assert code == 0 and json.loads(stdout)["status"] == "FAILED"
+    code, _, err = cli(capsys, *argv, "--endpoint-url", server, "--dynamodb-endpoint-url", nowhere)
+    assert code == 1 and "127.0.0.1:9" in err
+    env.setenv("AWS_ENDPOINT_URL_DYNAMODB", server)  # boto3's own variable, honoured without a flag
+    code, stdout, _ = cli(capsys, *argv)
+    assert code == 0 and json.loads(stdout)["status"] == "FAILED"
+
+
 # ------------------------------------------------------------------------------------------------ error paths
 
 

@@ -450,13 +450,26 @@ def test_s3_object_heads_the_object_and_matches_its_event_notification(moto_s3):
 
 
 def test_s3_object_creates_its_default_client_on_first_use(moto_s3, monkeypatch):
-    monkeypatch.setattr(keys, "_default_client", None)
+    from recurse_lambda.aws import clients
+
+    monkeypatch.setattr(clients, "shared", clients.ClientCache())
     moto_s3.create_bucket(Bucket="inbox")
     moto_s3.put_object(Bucket="inbox", Key="k", Body=b"x")
     first = keys.s3_object({"bucket": "inbox", "key": "k"})
-    client = keys._default_client
-    assert client is not None
-    assert keys.s3_object({"bucket": "inbox", "key": "k"}) == first and keys._default_client is client
+    client = clients.client("s3")
+    assert clients.shared.created() == ["s3"]
+    assert keys.s3_object({"bucket": "inbox", "key": "k"}) == first and clients.client("s3") is client
+
+
+def test_s3_object_takes_an_injected_etag_lookup_and_sends_nothing():
+    asked: list[tuple[str, str]] = []
+
+    def etag_of(bucket: str, key: str) -> str:
+        asked.append((bucket, key))
+        return '"abc"'
+
+    by_lookup = keys.s3_object({"bucket": "b", "key": "k"}, etag_of=etag_of)
+    assert asked == [("b", "k")] and by_lookup == keys.s3_object({"bucket": "b", "key": "k", "etag": "abc"})
 
 
 def test_s3_object_maps_a_missing_object_or_bucket(moto_s3):

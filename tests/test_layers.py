@@ -70,6 +70,8 @@ STDLIB_UNDERSCORE = frozenset(
 # These are the composition points: where the library builds its production defaults when the caller passed none.
 # Each stays inside a function (importing recurse_lambda creates no client and imports neither aws/ nor s3/).
 LAYER_ALLOWED: dict[tuple[str, str], str] = {
+    ("chain.warm", "aws"): "WarmState's default client factory: the one boto3 client cache (aws/clients.py)",
+    ("keys", "aws"): "s3_object's default ETag lookup (a HEAD) when the caller injects none (etag_of=)",
     ("chain.handler", "aws"): (
         "the production World, built on the first invocation on Lambda when no world is given "
         "(RecursiveHandler.aws_world, and the container's RecursionGuard)"
@@ -436,14 +438,6 @@ def test_no_module_over_450_lines(package: Package) -> None:
     _report(long_modules(package), "(c) module length")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="being fixed in issue 10: keys.py -> s3._source (aws helper: the S3 lookup injected); "
-    "shards/job.py -> s3._objects (chain helper: World.lister); shards/plan.py -> s3.Batch (s3 helper); "
-    "local/_simulator.py and _sim_adapters.py import chain/ and core/ modules instead of recurse_lambda "
-    "(chain helper); local/_svg.py takes SHARD_ID_PREFIX from shards/plan.py, which no package exports "
-    "(nobody's: give it a public home, or read it from recurse_lambda.keys)",
-)
 def test_layers_point_down(package: Package) -> None:
     _report(layer_violations(package), "(d) layers")
 

@@ -66,21 +66,25 @@ class TestDynamoDBLedger(LedgerContract):
 
 
 def test_construction_creates_no_client(monkeypatch):
-    import recurse_lambda.aws._dynamodb as module
+    from recurse_lambda.aws import clients
 
-    created: list[str] = []
-    monkeypatch.setattr(module, "boto3_client", lambda service: created.append(service))
+    cache = clients.ClientCache()
+    monkeypatch.setattr(clients, "shared", cache)
     ledger = DynamoDBLedger(TABLE)
-    assert created == [] and repr(ledger) == "DynamoDBLedger('chains')"
+    assert cache.created() == [] and repr(ledger) == "DynamoDBLedger('chains')" and ledger.name == TABLE
     with pytest.raises(ValueError):
         DynamoDBLedger(TABLE, retention=0)
 
 
-def test_the_default_client_is_created_on_first_use_and_reused(aws):
+def test_the_default_client_is_created_on_first_use_and_reused(aws, monkeypatch):
+    from recurse_lambda.aws import clients
+
+    monkeypatch.setattr(clients, "shared", clients.ClientCache())
     ledger = DynamoDBLedger(TABLE)  # region and credentials from the environment, inside moto
     ledger.start("c", progress=P0, event={}, now=1.0)
     client = ledger._client_getter()
     assert ledger.get("c") is not None and ledger._client_getter() is client
+    assert clients.shared.created() == ["dynamodb"] and clients.client("dynamodb") is client
 
 
 def test_create_table_turns_ttl_on_for_expires_at(aws):

@@ -17,15 +17,14 @@ from __future__ import annotations
 import json
 import math
 import re
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..chain.warm import boto3_client
 from ..core.ledger import ChainRecord, ChainStatus
 from ..errors import LedgerConflict, LedgerError, LostLeaseError
+from . import clients
 from ._dynamodb_items import Item, ItemCodec
 from ._dynamodb_items import n as _n
 from ._dynamodb_items import s as _s
@@ -67,11 +66,20 @@ class DynamoDBLedger:
         self.table = table
         self.retention = retention
         self.s3_offload = s3_offload
-        self._client_getter = client or _lazy("dynamodb")
-        self._codec = ItemCodec(table, s3_client or _lazy("s3"), s3_offload, offload_threshold)
+        self._client_getter = client or clients.getter("dynamodb")
+        self._codec = ItemCodec(table, s3_client or clients.getter("s3"), s3_offload, offload_threshold)
 
     def __repr__(self) -> str:
         return f"DynamoDBLedger({self.table!r})"
+
+    @property
+    def name(self) -> str | None:
+        """Where the ledger lives, for notices: its table's name."""
+        return self.table
+
+    def prime(self) -> None:
+        """Create the DynamoDB client now (in Lambda's init phase) rather than at the first request."""
+        self._client_getter()
 
     @staticmethod
     def create_table(client: Any, name: str) -> None:
@@ -415,18 +423,3 @@ def _updated_at(item: Item) -> float:
         return float(item["updated_at"]["N"])
     except (KeyError, TypeError, ValueError):
         return 0.0  # not a chain record: sorted last, and reported as such if it is returned
-
-
-def _lazy(service: str) -> Callable[[], Any]:
-    """A getter that creates the boto3 client on first use and reuses it (thread-safe)."""
-    clients: list[Any] = []
-    lock = threading.Lock()
-
-    def get() -> Any:
-        if not clients:
-            with lock:
-                if not clients:
-                    clients.append(boto3_client(service))
-        return clients[0]
-
-    return get

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from ..config import TABLE_ENV, spill_location
 from ._dynamodb import DynamoDBLedger
 
-TABLE_ENV = "RECURSE_LAMBDA_TABLE"
+__all__ = ["TABLE_ENV", "ledger_from_env"]
 
 
 def ledger_from_env(environ: Mapping[str, str] | None = None) -> DynamoDBLedger | None:
@@ -20,6 +21,5 @@ def ledger_from_env(environ: Mapping[str, str] | None = None) -> DynamoDBLedger 
     table = env.get(TABLE_ENV)
     if not table:
         return None
-    bucket = env.get("RECURSE_LAMBDA_SPILL_BUCKET")
-    prefix = env.get("RECURSE_LAMBDA_SPILL_PREFIX", "recurse-lambda/envelopes/")
+    bucket, prefix = spill_location(env)
     return DynamoDBLedger(table, s3_offload=(bucket, f"{prefix}ledger/") if bucket else None)

@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..chain.warm import boto3_client
 from ..core.notify import NOTICE_TYPE, ChainFailureNotice
 from ..errors import ConfigurationError, NotifyError
+from . import clients
 
 __all__ = ["EventBridgeNotifier", "SnsNotifier", "SqsNotifier"]
 
@@ -39,21 +38,6 @@ MAX_NOTICE_BYTES = 240 * 1024
 
 _FIFO_ID = re.compile(r"[\x21-\x7e]{1,128}")  # MessageGroupId: 1-128 printable ASCII characters
 _SUBJECT_UNSAFE = re.compile(r"[^\x20-\x7e]")  # SNS Subject: printable ASCII, no line breaks, ≤ 100 chars
-
-
-def _lazy_client(service: str) -> ClientGetter:
-    """A getter that creates the boto3 client on first use and then keeps it (one per notifier)."""
-    lock = threading.Lock()
-    holder: list[Any] = []
-
-    def get() -> Any:
-        if not holder:
-            with lock:
-                if not holder:
-                    holder.append(boto3_client(service))
-        return holder[0]
-
-    return get
 
 
 def _describe(exc: BotoCoreError | ClientError) -> str:
@@ -89,7 +73,7 @@ class _Notifier:
     service = ""
 
     def __init__(self, client: ClientGetter | None, include_state: bool) -> None:
-        self._get_client = client if client is not None else _lazy_client(self.service)
+        self._get_client = client if client is not None else clients.getter(self.service)
         self.include_state = include_state
 
     def _body(self, notice: ChainFailureNotice) -> str:

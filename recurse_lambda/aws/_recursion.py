@@ -14,8 +14,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..chain.warm import boto3_client
 from ..errors import RecursionNotAllowed
+from . import clients
 
 __all__ = ["RecursionGuard", "RecursionNotAllowed"]
 
@@ -62,7 +62,7 @@ class RecursionGuard:
         warn: Callable[[str], None] | None = None,
     ) -> None:
         self.function = _unqualified(function_name_or_arn)
-        self._get_client = client if client is not None else (lambda: boto3_client("lambda"))
+        self._get_client = client if client is not None else clients.getter("lambda")
         self._warn = warn if warn is not None else logging.getLogger("recurse_lambda").warning
         self._settled: str | None = None  # "Allow" (or another non-Terminate answer), or "skipped"
         self._warned = False

@@ -7,15 +7,14 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from ..config import DEFAULT_SPILL_PREFIX
 from ..errors import EnvelopeError, HandOffError
 
 
 class S3SpillStore:
     """Stores envelope bodies under ``s3://bucket/prefix``; give the prefix a lifecycle expiry rule."""
 
-    def __init__(
-        self, client_getter: Callable[[], Any], bucket: str, prefix: str = "recurse-lambda/envelopes/"
-    ):
+    def __init__(self, client_getter: Callable[[], Any], bucket: str, prefix: str = DEFAULT_SPILL_PREFIX):
         self._get_client = client_getter
         self.bucket = bucket
         self.prefix = prefix

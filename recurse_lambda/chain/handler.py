@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from collections.abc import Callable
 from typing import Any, overload
 
 from ..config import ChainConfig
-from ..core.clock import SystemClock
 from ..triggers.start import dispatch
 from .hop import Handler, Hop
 from .route import Kind, route
@@ -29,6 +29,8 @@ class RecursiveHandler:
         self.warm = WarmState()
         self._world: World | None = None
         functools.update_wrapper(self, fn)
+        if os.environ.get("AWS_LAMBDA_RUNTIME_API"):  # built during Lambda's init: make the clients now
+            _prime(config)
 
     def __call__(self, event: Any, context: Any) -> dict[str, Any]:
         return self.handle(event, context, self.aws_world())
@@ -48,43 +50,29 @@ class RecursiveHandler:
         return Hop(self.fn, self.config, context, world).run(routed)
 
     def aws_world(self) -> World:
-        """The production world: real clock, Lambda self-invoke, S3 spill, the configured ledger.
-
-        Built once per container and reused; no client is created until it is first used.
-        """
+        """The production world (see :func:`recurse_lambda.aws.world.build_world`), built once per container
+        and reused; no client is created until it is first used (or primed at init, inside Lambda)."""
         if self._world is None:
-            from ..aws import LambdaInvoker, S3SpillStore
+            from ..aws.world import build_world
 
-            warm = self.warm
-            bucket = self.config.spill_bucket or os.environ.get("RECURSE_LAMBDA_SPILL_BUCKET")
-            prefix = self.config.spill_prefix or os.environ.get(
-                "RECURSE_LAMBDA_SPILL_PREFIX", "recurse-lambda/envelopes/"
-            )
-            self._world = World(
-                clock=SystemClock(),
-                invoker=LambdaInvoker(warm.client_getter("lambda")),
-                warm=warm,
-                ledger=self.config.ledger,
-                spill=S3SpillStore(warm.client_getter("s3"), bucket, prefix) if bucket else None,
-                s3_client=warm.client_getter("s3"),
-                environ=os.environ,
-                recursion_guard=self._recursion_guard if self.config.check_recursion else None,
-            )
+            self._world = build_world(self.config, self.warm)
         return self._world
-
-    def _recursion_guard(self, context: Any) -> Any:
-        """The container's RecursionGuard (asks GetFunctionRecursionConfig once per container)."""
-        warm = self.warm
-        if warm.recursion_guard is None:
-            from ..aws._recursion import RecursionGuard
-
-            warm.recursion_guard = RecursionGuard(
-                str(context.invoked_function_arn), client=warm.client_getter("lambda")
-            )
-        return warm.recursion_guard
 
     def __repr__(self) -> str:
         return f"<recursive handler {self.fn.__module__}.{self.fn.__qualname__}>"
+
+
+def _prime(config: ChainConfig) -> None:
+    """Create the chain's clients during Lambda's init phase, which the first hop's timeout does not pay for;
+    a failure only leaves them to be made at first use, where it is reported as it was before."""
+    try:
+        from ..aws.world import prime
+
+        prime(config)
+    except Exception as exc:  # an optimisation must not break the import of the function
+        logging.getLogger("recurse_lambda").warning(
+            "recurse-lambda could not create its clients at init: %s", exc
+        )
 
 
 @overload

@@ -24,9 +24,11 @@ ClientFactory = Callable[[str], Any]
 
 
 def boto3_client(service: str) -> Any:
-    import boto3  # imported here so that `import recurse_lambda` creates no client and stays light
+    """The process's boto3 client for ``service``, from :mod:`recurse_lambda.aws.clients` (imported here, at the
+    first client, so that ``import recurse_lambda`` imports no boto3)."""
+    from ..aws import clients
 
-    return boto3.client(service)
+    return clients.client(service)
 
 
 class WarmState:

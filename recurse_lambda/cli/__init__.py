@@ -18,10 +18,14 @@ from .common import UsageError
 PROG = "recurse-lambda"
 
 
-def build_parser() -> argparse.ArgumentParser:
+# The chain-control commands need neither the simulator nor the demo: given one of them, only its module is
+# imported (``recurse-lambda status`` stays quick and imports no simulator).
+CONTROL_COMMANDS = frozenset({"status", "list", "cancel", "resume"})
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The command-line parser; given ``argv`` naming a chain-control command, with only those commands."""
     from . import control as _cli_control
-    from . import demo as _cli_demo
-    from . import simulate as _cli_simulate
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -29,15 +33,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    _cli_demo.add_parser(sub)
-    _cli_simulate.add_parser(sub)
+    command = next((a for a in argv or () if not a.startswith("-")), None)
+    if command not in CONTROL_COMMANDS:
+        from . import demo as _cli_demo
+        from . import simulate as _cli_simulate
+
+        _cli_demo.add_parser(sub)
+        _cli_simulate.add_parser(sub)
     _cli_control.add_parsers(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help, --version and bad arguments; return its status

@@ -16,12 +16,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..chain.handler import RecursiveHandler
 from ..chain.world import InvocationStats, World
 from ..core.state_codec import strict_dumps
-from ..local import ChainReport, InvocationKilled, SimulatedCrash
+
+if TYPE_CHECKING:  # the simulator is imported by the commands that run it, not by chain control
+    from ..local import ChainReport
 
 
 class UsageError(Exception):
@@ -70,6 +72,8 @@ class WatchedHandler(RecursiveHandler):
         self.progress = progress
 
     def handle(self, event: Any, context: Any, world: World) -> dict[str, Any]:
+        from ..local import InvocationKilled, SimulatedCrash
+
         seen: list[InvocationStats] = []
         outer = world.observer
 

@@ -2,7 +2,9 @@
 
 Each command reads the DynamoDB table named by ``--table`` (default ``$RECURSE_LAMBDA_TABLE``); ``resume`` also
 invokes the chain's function, signing the envelope with ``$RECURSE_LAMBDA_SIGNING_KEY`` (the function's key).
-``--endpoint-url`` points both clients at a DynamoDB- and Lambda-compatible endpoint (moto, LocalStack).
+``--endpoint-url`` points the clients at a DynamoDB- and Lambda-compatible endpoint (moto, LocalStack);
+``--dynamodb-endpoint-url``, ``--lambda-endpoint-url`` and ``--s3-endpoint-url`` point one service elsewhere
+(boto3's ``AWS_ENDPOINT_URL_<SERVICE>`` variables do the same from the environment).
 Exit status: 0 done, 1 the chain is unknown or in the wrong state (or AWS failed), 2 a usage error.
 The committed state and the original event are printed only with ``--state``: they may hold anything.
 """
@@ -16,14 +18,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..config import SIGNING_KEY_ENV
+from ..config import SIGNING_KEY_ENV, TABLE_ENV
 from ..control import ChainControl, parse_status
 from ..core.ledger import ChainRecord, ChainStatus
 from ..core.state_codec import strict_dumps
 from ..errors import ConfigurationError, RecurseLambdaError
 from .common import UsageError
 
-TABLE_ENV = "RECURSE_LAMBDA_TABLE"
+ENDPOINT_SERVICES = {"dynamodb": "DynamoDB", "lambda": "Lambda", "s3": "S3"}
 SUMMARY_CHARS = 200  # a result or error longer than this is cut in human output
 
 
@@ -38,6 +40,13 @@ def _common() -> argparse.ArgumentParser:
         metavar="URL",
         help="a DynamoDB- and Lambda-compatible endpoint instead of AWS (e.g. a local moto server)",
     )
+    for service, name in ENDPOINT_SERVICES.items():
+        common.add_argument(
+            f"--{service}-endpoint-url",
+            default=None,
+            metavar="URL",
+            help=f"the {name} endpoint alone (default: --endpoint-url, else $AWS_ENDPOINT_URL_{service.upper()})",
+        )
     common.add_argument("--region", default=None, help="AWS region (default: the AWS configuration's)")
     common.add_argument("--json", action="store_true", help="print JSON for scripts instead of text")
     return common
@@ -137,14 +146,13 @@ def add_parsers(sub: Any) -> None:
 def _client_factory(args: argparse.Namespace) -> Callable[[str], Any]:
     import boto3
 
-    region = args.region or boto3.session.Session().region_name
+    from ..aws.clients import ClientCache, region_from_environment
+
+    region = args.region or region_from_environment() or boto3.session.Session().region_name
     if not region:
         raise UsageError("no AWS region: pass --region or set AWS_REGION")
-
-    def make(service: str) -> Any:
-        return boto3.client(service, region_name=region, endpoint_url=args.endpoint_url)
-
-    return make
+    endpoints = {s: getattr(args, f"{s}_endpoint_url") or args.endpoint_url for s in ENDPOINT_SERVICES}
+    return ClientCache(region=region, endpoints=endpoints)
 
 
 def _control(args: argparse.Namespace) -> ChainControl:
