@@ -73,6 +73,11 @@ class DynamoDBLedger:
     def __repr__(self) -> str:
         return f"DynamoDBLedger({self.table!r})"
 
+    @property
+    def name(self) -> str | None:
+        """The table: where the ledger lives, for notices and messages."""
+        return self.table
+
     @staticmethod
     def create_table(client: Any, name: str) -> None:
         """Create a ledger table (on-demand capacity, TTL on ``expires_at``) and wait until it is active.

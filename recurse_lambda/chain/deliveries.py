@@ -54,14 +54,7 @@ def not_claimed(inv: Hop, current: ChainRecord | None) -> dict[str, Any]:
     if current.hop == env.hop + 1 and current.owner is None and current.handed_off_by == inv.request_id:
         # This request id committed the hand-off, then died before (or while) invoking: send it again.
         # Claims are idempotent, so a second delivery of the next hop is dropped as a duplicate.
-        nxt = Envelope(
-            env.chain_id,
-            current.hop,
-            current.progress,
-            current.event,
-            current.started_at,
-            env.code_version,
-        )
+        nxt = Envelope.from_record(current, code_version=env.code_version)
         inv._invoke(inv.codec.encode(nxt))
         return inv._response(Outcome.RESENT, current.status, next_hop=current.hop)
     return inv._response(Outcome.STALE, current.status)
@@ -159,9 +152,7 @@ def abandoned(inv: Hop, record: Mapping[str, Any]) -> dict[str, Any]:
             resent = inv.ledger.resend(
                 env.chain_id, hop=hop, resends=resends, quiet_since=quiet_since, now=now
             )
-            nxt = Envelope(
-                env.chain_id, hop, resent.progress, resent.event, resent.started_at, env.code_version
-            )
+            nxt = Envelope.from_record(resent, code_version=env.code_version)
             inv._invoke(inv.codec.encode(nxt))
             log.warning(
                 "chain %s hop %d: Lambda gave up on it (%s); resent it (%d of %d)",
@@ -201,7 +192,7 @@ def rejected(inv: Hop, exc: EnvelopeError | ConfigurationError) -> dict[str, Any
         )
     except (KeyError, TypeError, ValueError, LedgerConflict):
         return inv._response(Outcome.REJECTED, None, error=error_text(exc))
-    inv.env = Envelope(chain_id, hop, record.progress, record.event, record.started_at)
+    inv.env = Envelope.from_record(record)
     chain_ended(inv, ChainStatus.FAILED, record, error_text(exc))
     redrive(inv, record)  # a shard: fail its job too
     return inv._response(Outcome.FAILED, ChainStatus.FAILED, error=error_text(exc))

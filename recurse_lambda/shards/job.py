@@ -173,7 +173,7 @@ def send_unstarted(inv: Hop, records: list[ChainRecord]) -> int:
     sent = 0
     for r in records:
         if r.status is ChainStatus.RUNNING and r.owner is None and r.attempts == 0:
-            nxt = Envelope(r.chain_id, r.hop, r.progress, r.event, r.started_at, inv.env.code_version)
+            nxt = Envelope.from_record(r, code_version=inv.env.code_version)
             inv._invoke(inv.codec.encode(nxt))
             sent += 1
     return sent
@@ -184,7 +184,7 @@ def wake_job(inv: Hop, job: ChainRecord) -> None:
     assert inv.env is not None
     if job.status is not ChainStatus.RUNNING or job.hop == 0:
         return  # ended, or still splitting: the splitter sees the complete join after its hand-off
-    nxt = Envelope(job.chain_id, job.hop, job.progress, job.event, job.started_at, inv.env.code_version)
+    nxt = Envelope.from_record(job, code_version=inv.env.code_version)
     inv._invoke(inv.codec.encode(nxt))
 
 
@@ -240,7 +240,7 @@ def shard_failed(
     record = end_job(inv.ledger, spec, inv.env.chain_id, status, error, inv.clock.time())
     if record is None:
         return
-    job_env = Envelope(record.chain_id, record.hop, record.progress, record.event, record.started_at)
+    job_env = Envelope.from_record(record)
     chain_ended(inv, status, record, record.error, env=job_env)
 
 

@@ -113,7 +113,7 @@ def start_job(config: ChainConfig, job: Any, context: Any, world: World) -> Chai
         and record.attempts == 0
         and record.owner is None
     ):
-        again = Envelope(chain_id, 0, record.progress, record.event, record.started_at, version)
+        again = Envelope.from_record(record, code_version=version)
         world.invoker.invoke_async(target, codec.encode(again))
         return ChainStart(chain_id, "resent", str(record.status))
     return ChainStart(chain_id, "joined", str(record.status), record.hop)
