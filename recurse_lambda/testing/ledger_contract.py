@@ -7,9 +7,10 @@ and SQLite ledgers run the very same tests, so they cannot drift apart)::
     import pytest
     from recurse_lambda.testing.ledger_contract import LedgerContract
 
-    class TestRedisLedger(LedgerContract):
+    class TestSqliteLedger(LedgerContract):
         @pytest.fixture
-        def ledger(self, redis_url): return RedisLedger(redis_url, namespace=uuid.uuid4().hex)
+        def ledger(self, tmp_path):  # a fresh, empty ledger for each test
+            return SqliteLedger(tmp_path / "chains.db")
 
 The tests use fixed timestamps (100.0, 200.0, ...) rather than a clock, and compare ``progress``, ``event`` and
 ``result`` after a JSON round trip: a backend must store them as RFC 8259 JSON. ``P0`` and ``P1`` are two
