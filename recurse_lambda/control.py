@@ -216,16 +216,7 @@ class ChainControl:
             raise ChainStateError(self._why_not_resumable(current, stall_after), current) from conflict
         function = record.function or recorded
         try:
-            payload = self.codec.encode(
-                Envelope(
-                    chain_id,
-                    record.hop,
-                    record.progress,
-                    record.event,
-                    record.started_at,
-                    code_version_of(function),
-                )
-            )
+            payload = self.codec.encode(Envelope.from_record(record, code_version=code_version_of(function)))
             self.invoker.invoke_async(function, payload)
         except (HandOffError, ConfigurationError) as exc:
             raise HandOffError(

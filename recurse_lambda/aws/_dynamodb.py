@@ -1,6 +1,6 @@
 """The DynamoDB chain ledger: one item per chain, every transition one conditional write (DESIGN §4).
 
-The conditions are those of the table in :mod:`recurse_lambda.core.ledger`, written as ``ConditionExpression`` s.
+The conditions are those of the table in :mod:`recurse_lambda.core.transitions`, written as ``ConditionExpression`` s.
 A transition asks for ``ReturnValues="ALL_NEW"`` (the new record comes back with the write) and
 ``ReturnValuesOnConditionCheckFailure="ALL_OLD"`` (a refused write says why without a second read).
 

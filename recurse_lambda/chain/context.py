@@ -8,6 +8,7 @@ this one object and return results; none of them reaches into another's internal
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,14 +39,8 @@ def codec_for(config: ChainConfig, world: World) -> EnvelopeCodec:
 
 def envelope_of(record: ChainRecord, code_version: str = "$LATEST", hop: int | None = None) -> Envelope:
     """The envelope of ``record``'s hop (or of ``hop``), as the ledger holds it."""
-    return Envelope(
-        record.chain_id,
-        record.hop if hop is None else hop,
-        record.progress,
-        record.event,
-        record.started_at,
-        code_version,
-    )
+    env = Envelope.from_record(record, code_version=code_version)
+    return env if hop is None else dataclasses.replace(env, hop=hop)
 
 
 @dataclass(eq=False)

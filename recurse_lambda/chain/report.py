@@ -104,7 +104,7 @@ def chain_ended(
                 last_state=progress.get("state") if progress else None,
                 attempts=record.attempts if record is not None else ctx.attempt,
                 failed_at=ctx.clock.time(),
-                table=getattr(ctx.ledger, "table", None),
+                table=ctx.ledger.name if ctx.ledger is not None else None,
                 resumable=ctx.ledger is not None,
             )
             send_notice(ctx.config.notifier, notice)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from ..chain.handler import RecursiveHandler
 from ..chain.world import InvocationStats, World
+from ..core.ports import Ledger
 from ..core.state_codec import strict_dumps
 
 if TYPE_CHECKING:  # the simulator is imported by the commands that run it, not by chain control
@@ -242,11 +243,11 @@ def cwd_first_on_path() -> Iterator[None]:
             sys.path.remove(cwd)
 
 
-def resolve_handler(target: str) -> RecursiveHandler:
-    """``MODULE:FUNCTION`` (or ``MODULE:OBJ.ATTR``), imported from ``sys.path`` (see :func:`cwd_first_on_path`)."""
+def _import_attr(target: str, expected: str) -> Any:
+    """The object ``MODULE:ATTR`` (or ``MODULE:OBJ.ATTR``) names, imported from ``sys.path``."""
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
-        raise UsageError(f"expected MODULE:FUNCTION (e.g. examples.line_count:handler), got {target!r}")
+        raise UsageError(f"expected {expected}, got {target!r}")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -262,11 +263,38 @@ def resolve_handler(target: str) -> RecursiveHandler:
             obj = getattr(obj, part)
         except AttributeError:
             raise UsageError(f"module {module_name!r} has no attribute {attr!r}") from None
+    return obj
+
+
+def resolve_handler(target: str) -> RecursiveHandler:
+    """``MODULE:FUNCTION`` (or ``MODULE:OBJ.ATTR``), imported from ``sys.path`` (see :func:`cwd_first_on_path`)."""
+    obj = _import_attr(target, "MODULE:FUNCTION (e.g. examples.line_count:handler)")
     if not isinstance(obj, RecursiveHandler):
         raise UsageError(
             f"{target} is not a @recursive handler (it is {type(obj).__name__}); decorate it with "
             "@recursive from recurse_lambda"
         )
+    return obj
+
+
+def resolve_ledger(target: str) -> Ledger:
+    """``--ledger MODULE:ATTR``: a :class:`Ledger` object, or a zero-argument factory that returns one."""
+    obj = _import_attr(
+        target, "MODULE:ATTR naming a ledger or a factory of one (e.g. sqlite_ledger:from_environment)"
+    )
+    if isinstance(obj, type) or not isinstance(obj, Ledger):  # a class has the methods too: call it
+        if not callable(obj):
+            raise UsageError(
+                f"{target} is neither a ledger nor a factory of one (it is {type(obj).__name__})"
+            )
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise UsageError(f"--ledger {target}: calling it failed: {type(exc).__name__}: {exc}") from exc
+        if isinstance(obj, type) or not isinstance(obj, Ledger):
+            raise UsageError(
+                f"--ledger {target} returned {type(obj).__name__}, not a ledger (see recurse_lambda.Ledger)"
+            )
     return obj
 
 

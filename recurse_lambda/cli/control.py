@@ -1,10 +1,12 @@
 """``recurse-lambda status | list | cancel | resume``: chain control against a real ledger table.
 
-Each command reads the DynamoDB table named by ``--table`` (default ``$RECURSE_LAMBDA_TABLE``); ``resume`` also
-invokes the chain's function, signing the envelope with ``$RECURSE_LAMBDA_SIGNING_KEY`` (the function's key).
-``--endpoint-url`` points the clients at a DynamoDB- and Lambda-compatible endpoint (moto, LocalStack);
-``--dynamodb-endpoint-url``, ``--lambda-endpoint-url`` and ``--s3-endpoint-url`` point one service elsewhere
-(boto3's ``AWS_ENDPOINT_URL_<SERVICE>`` variables do the same from the environment).
+Each command reads the DynamoDB table named by ``--table`` (default ``$RECURSE_LAMBDA_TABLE``), or the ledger
+``--ledger MODULE:ATTR`` names (a :class:`Ledger`, or a zero-argument factory of one, imported with the current
+directory first on ``sys.path``); ``resume`` also invokes the chain's function, signing the envelope with
+``$RECURSE_LAMBDA_SIGNING_KEY`` (the function's key). ``--endpoint-url`` points the AWS clients at a DynamoDB- and
+Lambda-compatible endpoint (moto, LocalStack); ``--dynamodb-endpoint-url``, ``--lambda-endpoint-url`` and
+``--s3-endpoint-url`` point one service elsewhere (boto3's ``AWS_ENDPOINT_URL_<SERVICE>`` variables do the same
+from the environment).
 Exit status: 0 done, 1 the chain is unknown or in the wrong state (or AWS failed), 2 a usage error.
 The committed state and the original event are printed only with ``--state``: they may hold anything.
 """
@@ -20,10 +22,11 @@ from typing import Any
 
 from ..config import SIGNING_KEY_ENV, TABLE_ENV
 from ..control import ChainControl, parse_status
-from ..core.ledger import ChainRecord, ChainStatus
+from ..core.model import ChainRecord, ChainStatus
+from ..core.ports import Ledger
 from ..core.state_codec import strict_dumps
 from ..errors import ConfigurationError, RecurseLambdaError
-from .common import UsageError
+from .common import UsageError, cwd_first_on_path, resolve_ledger
 
 ENDPOINT_SERVICES = {"dynamodb": "DynamoDB", "lambda": "Lambda", "s3": "S3"}
 SUMMARY_CHARS = 200  # a result or error longer than this is cut in human output
@@ -33,6 +36,13 @@ def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--table", default=None, help=f"the ledger's DynamoDB table (default: ${TABLE_ENV})", metavar="NAME"
+    )
+    common.add_argument(
+        "--ledger",
+        default=None,
+        metavar="MODULE:ATTR",
+        help="another ledger than DynamoDB: an importable Ledger object, or a zero-argument factory returning one "
+        "(e.g. sqlite_ledger:from_environment); excludes --table",
     )
     common.add_argument(
         "--endpoint-url",
@@ -156,23 +166,39 @@ def _client_factory(args: argparse.Namespace) -> Callable[[str], Any]:
 
 
 def _control(args: argparse.Namespace) -> ChainControl:
-    table = args.table or os.environ.get(TABLE_ENV)
-    if not table:
-        raise UsageError(f"no ledger table: pass --table NAME or set {TABLE_ENV}")
-    from ..aws import DynamoDBLedger
-
-    factory = _client_factory(args)
+    ledger: Ledger | None = None
+    table: str | None = None
+    if args.ledger is not None:
+        if args.table is not None:
+            raise UsageError("--ledger and --table name two ledgers: pass one")
+        with cwd_first_on_path():
+            ledger = resolve_ledger(args.ledger)
+    else:
+        table = args.table or os.environ.get(TABLE_ENV)
+        if not table:
+            raise UsageError(
+                f"no ledger table: pass --table NAME or set {TABLE_ENV} (or --ledger MODULE:ATTR)"
+            )
+    # AWS is needed for the DynamoDB ledger, and for the Lambda invoke of resume: only then is a region required.
+    needs_aws = ledger is None or args.command is resume_command
+    factory = _client_factory(args) if needs_aws else None
     clients: dict[str, Any] = {}
 
     def getter(service: str) -> Callable[[], Any]:
         def get() -> Any:
             if service not in clients:
+                if factory is None:  # not reached: only resume makes clients, and it has a factory
+                    raise UsageError(f"no AWS client for {service} outside resume")
                 clients[service] = factory(service)
             return clients[service]
 
         return get
 
-    ledger = DynamoDBLedger(table, client=getter("dynamodb"), s3_client=getter("s3"))
+    if ledger is None:
+        assert table is not None
+        from ..aws import DynamoDBLedger
+
+        ledger = DynamoDBLedger(table, client=getter("dynamodb"), s3_client=getter("s3"))
     return ChainControl(ledger, client_factory=lambda service: getter(service)())
 
 

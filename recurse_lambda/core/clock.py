@@ -1,26 +1,13 @@
-"""Time, injected. Logic never calls ``time.monotonic`` or ``time.sleep`` directly: it asks a :class:`Clock`."""
+"""Time, injected. Logic never calls ``time.monotonic`` or ``time.sleep`` directly: it asks a :class:`Clock`
+(the protocol is in :mod:`recurse_lambda.core.ports`)."""
 
 from __future__ import annotations
 
 import time
-from typing import Protocol, runtime_checkable
 
+from .ports import Clock
 
-@runtime_checkable
-class Clock(Protocol):
-    """A source of monotonic seconds, wall-clock seconds, and a way to wait."""
-
-    def now(self) -> float:
-        """Seconds on a monotonic scale; only differences are meaningful."""
-        ...
-
-    def time(self) -> float:
-        """Wall-clock seconds since the epoch, for timestamps that cross containers (leases, chain start)."""
-        ...
-
-    def sleep(self, seconds: float) -> None:
-        """Wait ``seconds`` (a virtual clock advances instead)."""
-        ...
+__all__ = ["Clock", "SystemClock"]
 
 
 class SystemClock:

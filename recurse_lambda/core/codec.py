@@ -7,7 +7,7 @@ Layout (format version 1), under ``ENVELOPE_KEY``::
      "sig": hex HMAC-SHA256 over the canonical JSON of everything else (only when a signing key is set)}
 
 When the encoded payload would exceed the asynchronous-invoke limit, ``progress`` and ``event`` move to a
-:class:`SpillStore` (S3 in production) and the envelope carries ``"body_ref": {"bucket", "key", "sha256",
+:class:`~recurse_lambda.core.ports.SpillStore` (S3 in production) and the envelope carries ``"body_ref": {"bucket", "key", "sha256",
 "size"}`` instead; the signature covers the reference and the body's digest, so neither can be swapped.
 """
 
@@ -17,39 +17,29 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from ..errors import ConfigurationError, EnvelopeError, EnvelopeSignatureError
+from .model import Envelope
+from .ports import SpillStore
 from .state_codec import nonfinite_path
+
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD_BYTES",
+    "ENVELOPE_KEY",
+    "FORMAT_VERSION",
+    "Envelope",
+    "EnvelopeCodec",
+    "SpillStore",
+    "canonical",
+    "is_envelope",
+    "signing_key_from",
+]
 
 ENVELOPE_KEY = "__recurse_lambda__"
 FORMAT_VERSION = 1
 # Lambda accepts asynchronous payloads of up to 1 MB; keep headroom for the envelope's own fields.
 DEFAULT_MAX_PAYLOAD_BYTES = 1_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """One hop's continuation. ``progress`` is the committed cursor: user state, chunk count and S3 pins."""
-
-    chain_id: str
-    hop: int
-    progress: dict[str, Any]
-    event: Any
-    started_at: float
-    code_version: str = "$LATEST"
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class SpillStore(Protocol):
-    """Where envelopes too large for an invoke payload go (S3 in production, a dict in the simulator)."""
-
-    def put(self, key: str, body: bytes) -> dict[str, Any]:
-        """Store ``body``; return a JSON-serialisable reference (at least ``bucket`` and ``key``)."""
-        ...
-
-    def get(self, ref: Mapping[str, Any]) -> bytes: ...
 
 
 def canonical(obj: Any) -> bytes:

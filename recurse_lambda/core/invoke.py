@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
+from .ports import Invoker
 
-@runtime_checkable
-class Invoker(Protocol):
-    """Starts an asynchronous invocation (``InvocationType="Event"``) of ``function`` with ``payload``."""
-
-    def invoke_async(self, function: str, payload: bytes) -> None:
-        """Queue the invocation; raise :class:`InvokeThrottled` when throttled, ``HandOffError`` otherwise."""
-        ...
+__all__ = ["Invoker", "same_version_target"]
 
 
 def same_version_target(context: Any) -> str:

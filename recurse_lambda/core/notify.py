@@ -17,9 +17,10 @@ from __future__ import annotations
 import logging
 import shlex
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from ..errors import NotifyError
+from .ports import FailureNotifier
 from .state_codec import strict_dumps
 
 __all__ = [
@@ -101,13 +102,6 @@ def _dumps(body: dict[str, Any]) -> str:
     # every transport accepts it, whatever an error message or a state holds (lone surrogates included).
     # RFC 8259: a NaN or infinity (in an old committed state, say) is spelled "NaN", "Infinity", "-Infinity".
     return strict_dumps(body, separators=(",", ":"), default=str)
-
-
-@runtime_checkable
-class FailureNotifier(Protocol):
-    """Sends a :class:`ChainFailureNotice` somewhere; raises :class:`NotifyError` when it cannot."""
-
-    def notify(self, notice: ChainFailureNotice) -> None: ...
 
 
 def send_notice(notifier: FailureNotifier | None, notice: ChainFailureNotice) -> bool:

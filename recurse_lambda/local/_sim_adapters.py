@@ -52,6 +52,10 @@ class _SimLedger:
         self.sim = sim
         self.faults = faults
 
+    @property
+    def name(self) -> str | None:
+        return self.inner.name
+
     def _call(
         self, point: str | None, op: str, hop: int, owner: str | None, fn: Callable[[], ChainRecord]
     ) -> ChainRecord:
