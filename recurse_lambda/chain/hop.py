@@ -30,6 +30,7 @@ from ..errors import (
     RecurseLambdaError,
 )
 from ..shards.job import drive_job, shard_failed, shard_spec, shard_succeeded, shard_view, user_event
+from . import trace as tracing
 from .context import HopContext, error_text
 from .deliveries import abandoned, not_claimed, rejected
 from .drive import Finished, HandOff, drive
@@ -60,6 +61,7 @@ class Hop:
         finally:
             self.ctx.stats.ended = self.ctx.clock.now()
             observe_invocation(self.ctx)
+            tracing.end(self.ctx)
 
     def _run(self, route: Route) -> dict[str, Any]:
         ctx, config = self.ctx, self.ctx.config
@@ -84,6 +86,7 @@ class Hop:
                 ConfigurationError(f"the first event cannot start a chain: {error_text(exc)}"),
             )
         ctx.identify(env)
+        tracing.begin(ctx, route.event)
         refused = self._claim(env, first=route.kind is Kind.FIRST)
         if refused is not None:
             return refused
@@ -130,6 +133,7 @@ class Hop:
                 lease_until=ctx.lease_until(),
             )
             ctx.ledger_write = clock.now() - t_claim
+            tracing.span(ctx, "claim", t_claim, t_claim + ctx.ledger_write)
         except LedgerConflict as conflict:
             return not_claimed(ctx, self._lost_hand_off(conflict.current))
         except LedgerError as exc:  # throttled, table missing, unreachable: Lambda retries the delivery
