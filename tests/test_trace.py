@@ -4,6 +4,9 @@ for the claim, the chunks, the checkpoints and the hand-off, and parent links ac
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
+import sys
 from collections import Counter
 from typing import Any
 
@@ -167,3 +170,77 @@ def test_tracing_is_off_by_default_and_the_envelope_carries_nothing() -> None:
     report = sim.run({"n": 25})
     assert report.hops > 1
     assert tracing.tracer_for(ChainConfig()) is None
+
+
+# ---------------------------------------------------------------------------------------------------- Powertools
+
+
+@dataclasses.dataclass(frozen=True)
+class PowertoolsConfig(ChainConfig):
+    """ChainConfig with the proposed ``powertools_metrics=`` option (until config.py has it)."""
+
+    powertools_metrics: Any = None
+
+
+def test_log_records_carry_the_chain_hop_and_request_id_as_fields(caplog: pytest.LogCaptureFixture) -> None:
+    clock = VirtualClock()
+    sim = Simulator(counting(clock, ChainConfig(state=Step)), timeout=1.0, clock=clock, ledger="memory")
+    with caplog.at_level(logging.INFO, logger="recurse_lambda"):
+        report = sim.run({"n": 25})
+    records = [r for r in caplog.records if hasattr(r, "recurse_lambda")]  # the hop and terminal lines
+    assert len(records) >= report.hops + 1
+    for r in records:
+        body = r.recurse_lambda  # type: ignore[attr-defined]
+        assert r.chain_id == report.chain_id  # type: ignore[attr-defined]
+        assert r.hop == body["hop"] and r.request_id == body["request_id"]  # type: ignore[attr-defined]
+    assert {r.hop for r in records} == set(range(report.hops))  # type: ignore[attr-defined]
+    outside = logging.LogRecord("recurse_lambda", logging.INFO, __file__, 1, "x", None, None)
+    assert logging.getLogger("recurse_lambda").filter(outside) and not hasattr(outside, "chain_id")
+
+
+def test_powertools_logger_shows_the_fields_at_the_top_level(capsys: pytest.CaptureFixture[str]) -> None:
+    from aws_lambda_powertools import Logger
+    from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+
+    logger = Logger(service="trace-test", stream=sys.stdout)
+    copy_config_to_registered_loggers(source_logger=logger, include={"recurse_lambda"})
+    library = logging.getLogger("recurse_lambda")
+    try:
+        clock = VirtualClock()
+        sim = Simulator(counting(clock, ChainConfig(state=Step)), timeout=1.0, clock=clock, ledger="memory")
+        report = sim.run({"n": 25})
+    finally:
+        for handler in list(library.handlers):
+            library.removeHandler(handler)
+        library.setLevel(logging.NOTSET)
+        library.propagate = True
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    hop_lines = [line for line in lines if line.get("recurse_lambda", {}).get("kind") == "hop"]
+    assert len(hop_lines) == report.hops
+    for line in hop_lines:
+        assert line["chain_id"] == report.chain_id
+        assert line["hop"] == line["recurse_lambda"]["hop"]
+        assert line["request_id"] == line["recurse_lambda"]["request_id"]
+
+
+def test_metrics_go_through_a_powertools_metrics_object() -> None:
+    from aws_lambda_powertools import Metrics
+
+    metrics = Metrics(namespace="RecurseLambdaTest", service="trace-test")
+    metrics.clear_metrics()
+    printed: list[str] = []
+    clock = VirtualClock()
+    config = PowertoolsConfig(state=Step, powertools_metrics=metrics)
+    sim = Simulator(
+        counting(clock, config), timeout=1.0, clock=clock, ledger="memory", metrics_sink=printed.append
+    )
+    try:
+        report = sim.run({"n": 25})
+        doc = metrics.serialize_metric_set()
+    finally:
+        metrics.clear_metrics()
+    assert not printed  # not also printed as EMF lines of our own
+    assert doc["Hops"] == [1.0] * report.hops
+    assert sum(doc["Chunks"]) == 26 and doc["ChainsSucceeded"] == [1.0]
+    assert doc["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "RecurseLambdaTest"
+    assert doc["chain_id"] == report.chain_id

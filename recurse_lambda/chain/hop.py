@@ -36,7 +36,7 @@ from .deliveries import abandoned, not_claimed, rejected
 from .drive import Finished, HandOff, drive
 from .first import first_envelope
 from .handoff import hand_off
-from .report import chain_ended, observe_invocation
+from .report import bind_log_fields, chain_ended, observe_invocation, unbind_log_fields
 from .route import Kind, Route
 from .run import Run
 from .warm import learned_of, lost_hand_off
@@ -56,12 +56,14 @@ class Hop:
 
     def run(self, route: Route) -> dict[str, Any]:
         """Run the invocation for an event routed as ``ABANDONED``, ``ENVELOPE`` or ``FIRST``."""
+        fields = bind_log_fields(self.ctx)
         try:
             return self._run(route)
         finally:
             self.ctx.stats.ended = self.ctx.clock.now()
             observe_invocation(self.ctx)
             tracing.end(self.ctx)
+            unbind_log_fields(fields)
 
     def _run(self, route: Route) -> dict[str, Any]:
         ctx, config = self.ctx, self.ctx.config
