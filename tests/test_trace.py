@@ -244,3 +244,25 @@ def test_metrics_go_through_a_powertools_metrics_object() -> None:
     assert sum(doc["Chunks"]) == 26 and doc["ChainsSucceeded"] == [1.0]
     assert doc["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "RecurseLambdaTest"
     assert doc["chain_id"] == report.chain_id
+
+
+def test_an_invocation_the_deadline_killed_has_its_span_ended_at_the_deadline_and_leaks_no_fields(
+    exporter: InMemorySpanExporter,
+) -> None:
+    clock = VirtualClock()
+    config = TracedConfig(state=Step, tracer=provider(exporter), checkpoint_every_chunks=2)
+    sim = Simulator(
+        counting(clock, config), timeout=1.0, clock=clock, ledger="memory", faults=FaultPlan(hang=0.5), seed=2
+    )
+    report = sim.run({"n": 30})
+    assert report.timeouts > 0
+    killed = [
+        s for s in hops(exporter.get_finished_spans()) if s.attributes["recurse_lambda.outcome"] == "killed"
+    ]  # type: ignore[index]
+    assert len(killed) == report.timeouts
+    for s in killed:
+        assert s.status.status_code.name == "ERROR"
+        assert s.end_time is not None and s.start_time is not None
+        assert abs((s.end_time - s.start_time) / 1e9 - 1.0) < 1e-6  # the whole 1 s timeout
+    outside = logging.LogRecord("recurse_lambda", logging.INFO, __file__, 1, "x", None, None)
+    assert logging.getLogger("recurse_lambda").filter(outside) and not hasattr(outside, "chain_id")

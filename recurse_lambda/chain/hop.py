@@ -60,10 +60,12 @@ class Hop:
         try:
             return self._run(route)
         finally:
-            self.ctx.stats.ended = self.ctx.clock.now()
-            observe_invocation(self.ctx)
-            tracing.end(self.ctx)
-            unbind_log_fields(fields)
+            try:
+                self.ctx.stats.ended = self.ctx.clock.now()  # raises InvocationKilled past the deadline
+                observe_invocation(self.ctx)
+            finally:
+                tracing.end(self.ctx)
+                unbind_log_fields(fields)
 
     def _run(self, route: Route) -> dict[str, Any]:
         ctx, config = self.ctx, self.ctx.config

@@ -127,7 +127,7 @@ class HopTrace:
 
         self._otel = otel
         self.tracer = tracer
-        self.ctx = ctx
+        self._ctx = weakref.ref(ctx)  # not a strong reference: _traces is keyed by the context
         clock = ctx.clock
         self._offset = clock.time() - clock.now()  # now() readings → epoch seconds
         env = ctx.env
@@ -190,6 +190,12 @@ class HopTrace:
             span.end(end_time=self._ns(end))
         return span
 
+    @property
+    def ctx(self) -> HopContext:
+        ctx = self._ctx()
+        assert ctx is not None, "the invocation's context is gone"
+        return ctx
+
     def chunks_start(self, t: float) -> None:
         self._batch_start, self._batch_chunks = t, self.ctx.stats.chunks
 
@@ -224,7 +230,9 @@ class HopTrace:
     def end(self) -> None:
         ctx = self.ctx
         stats = ctx.stats
-        ended = stats.ended if stats.ended is not None else ctx.clock.now()
+        # Not ended: the deadline killed it (in the simulator; on Lambda nothing runs then), and reading the
+        # clock would raise again.
+        ended = stats.ended if stats.ended is not None else max(ctx.deadline, stats.started)
         self._close_batch(ended)
         if self._handoff is not None:
             self._handoff.end(end_time=self._ns(ended))
