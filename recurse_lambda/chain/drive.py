@@ -15,6 +15,7 @@ from typing import Any
 from ..core.policy import BudgetState
 from ..core.progress import Progress
 from ..errors import ChunkTooLargeError
+from . import trace as tracing
 from .context import HopContext
 from .run import Run
 from .warm import FirstChunkMarker, killed_chunk_error, seed_warm
@@ -48,6 +49,7 @@ def drive(ctx: HopContext, fn: Callable[..., Any], event: Any, state: Any, run: 
     timings = warm.timings
     now = clock.now
     start = t = now()
+    traced = tracing.of(ctx, start)  # None when tracing is off
     whole = ctx.deadline - start
     # What the chain learned survives runtime resets in its progress; a runtime that has measured nothing
     # starts from it. A hand-off writes to the ledger as the claim did, so it takes at least as long.
@@ -114,6 +116,8 @@ def drive(ctx: HopContext, fn: Callable[..., Any], event: Any, state: Any, run: 
                 # so a crash between this safe point and a hand-off must not look like one.
                 ctx.checkpoint(state, run)
                 since_chunks, last_checkpoint = 0, now()
+                if traced is not None:
+                    traced.checkpoint(t2, last_checkpoint)
                 t = last_checkpoint
                 budget.remaining = ctx.deadline - t
             if policy(budget):
@@ -133,6 +137,8 @@ def drive(ctx: HopContext, fn: Callable[..., Any], event: Any, state: Any, run: 
             ):
                 ctx.checkpoint(state, run)
                 since_chunks, last_checkpoint = 0, now()
+                if traced is not None:
+                    traced.checkpoint(t2, last_checkpoint)
                 t = last_checkpoint  # the checkpoint's own time is not chunk time
     finally:
         out.close()

@@ -10,6 +10,7 @@ from ..core.codec import Envelope
 from ..core.invoke import Invoker
 from ..core.ledger import ChainStatus
 from ..errors import HandOffError, InvokeThrottled, MaxDurationExceeded, MaxHopsExceeded
+from . import trace as tracing
 from .world import Outcome
 
 if TYPE_CHECKING:
@@ -72,7 +73,8 @@ def hand_off(ctx: HopContext, state: Any, run: Run, progress: Progress, since: f
     )
     progress = ctx.with_learned(progress)
     wire = progress.to_json()
-    nxt = Envelope(env.chain_id, env.hop + 1, wire, env.event, env.started_at, env.code_version)
+    extra = tracing.hand_off(ctx, since)  # the trace context, when tracing is on
+    nxt = Envelope(env.chain_id, env.hop + 1, wire, env.event, env.started_at, env.code_version, extra)
     payload = ctx.codec.encode(nxt)  # spills or raises before anything is committed or invoked
     if ctx.ledger is not None:
         ctx.ledger.hand_off(env.chain_id, hop=env.hop, owner=ctx.request_id, progress=wire, now=clock.time())

@@ -30,12 +30,13 @@ from ..errors import (
     RecurseLambdaError,
 )
 from ..shards.job import drive_job, shard_failed, shard_spec, shard_succeeded, shard_view, user_event
+from . import trace as tracing
 from .context import HopContext, error_text
 from .deliveries import abandoned, not_claimed, rejected
 from .drive import Finished, HandOff, drive
 from .first import first_envelope
 from .handoff import hand_off
-from .report import chain_ended, observe_invocation
+from .report import bind_log_fields, chain_ended, observe_invocation, unbind_log_fields
 from .route import Kind, Route
 from .run import Run
 from .warm import learned_of, lost_hand_off
@@ -55,11 +56,16 @@ class Hop:
 
     def run(self, route: Route) -> dict[str, Any]:
         """Run the invocation for an event routed as ``ABANDONED``, ``ENVELOPE`` or ``FIRST``."""
+        fields = bind_log_fields(self.ctx)
         try:
             return self._run(route)
         finally:
-            self.ctx.stats.ended = self.ctx.clock.now()
-            observe_invocation(self.ctx)
+            try:
+                self.ctx.stats.ended = self.ctx.clock.now()  # raises InvocationKilled past the deadline
+                observe_invocation(self.ctx)
+            finally:
+                tracing.end(self.ctx)
+                unbind_log_fields(fields)
 
     def _run(self, route: Route) -> dict[str, Any]:
         ctx, config = self.ctx, self.ctx.config
@@ -84,6 +90,7 @@ class Hop:
                 ConfigurationError(f"the first event cannot start a chain: {error_text(exc)}"),
             )
         ctx.identify(env)
+        tracing.begin(ctx, route.event)
         refused = self._claim(env, first=route.kind is Kind.FIRST)
         if refused is not None:
             return refused
@@ -130,6 +137,7 @@ class Hop:
                 lease_until=ctx.lease_until(),
             )
             ctx.ledger_write = clock.now() - t_claim
+            tracing.span(ctx, "claim", t_claim, t_claim + ctx.ledger_write)
         except LedgerConflict as conflict:
             return not_claimed(ctx, self._lost_hand_off(conflict.current))
         except LedgerError as exc:  # throttled, table missing, unreachable: Lambda retries the delivery

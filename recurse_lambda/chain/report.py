@@ -1,8 +1,15 @@
 """What an invocation reports when it ends: one structured log line per hop, one per terminal transition,
-optional CloudWatch EMF metrics, and the failure notice of a chain that failed for good."""
+optional CloudWatch EMF metrics (or metrics through a Powertools ``Metrics`` object), and the failure notice of a
+chain that failed for good.
+
+While an invocation runs (:func:`bind_log_fields`), every record of the ``recurse_lambda`` logger carries its
+``chain_id``, ``hop``, ``request_id`` and ``attempt`` as record attributes: structured fields that Powertools'
+Logger (and any formatter that shows ``extra=`` fields) prints at the top level of its JSON.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 from collections.abc import Mapping
@@ -20,6 +27,58 @@ if TYPE_CHECKING:
     from .context import HopContext
 
 log = logging.getLogger("recurse_lambda")
+
+LOG_FIELDS = ("chain_id", "hop", "request_id", "attempt")
+_bound: contextvars.ContextVar[HopContext | None] = contextvars.ContextVar("recurse_lambda_hop", default=None)
+
+
+class ChainFields(logging.Filter):
+    """Adds the running invocation's chain id, hop, request id and attempt to each record (as ``extra=`` would);
+    fields the call passed itself are kept. Outside an invocation, records pass unchanged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ctx = _bound.get()
+        if ctx is not None:
+            env = ctx.env
+            values = (env.chain_id if env else None, env.hop if env else None, ctx.request_id, ctx.attempt)
+            for name, value in zip(LOG_FIELDS, values, strict=True):
+                if value is not None and not hasattr(record, name):
+                    setattr(record, name, value)
+        return True
+
+
+log.addFilter(ChainFields())
+
+
+def bind_log_fields(ctx: HopContext) -> contextvars.Token[HopContext | None]:
+    """From now on (in this thread) the library's log records carry ``ctx``'s chain, hop and request id."""
+    return _bound.set(ctx)
+
+
+def unbind_log_fields(token: contextvars.Token[HopContext | None]) -> None:
+    _bound.reset(token)
+
+
+def _metrics(ctx: HopContext, record: Mapping[str, Any]) -> None:
+    """The record's metrics: through the user's Powertools ``Metrics`` (``powertools_metrics=``), else as an EMF
+    line to the world's sink when ``metrics=True``."""
+    powertools = getattr(ctx.config, "powertools_metrics", None)
+    if powertools is not None:
+        to_powertools(powertools, emf_metrics(record, ctx.config.metrics_namespace))
+    elif ctx.config.metrics:
+        ctx.world.metrics_sink(json.dumps(emf_metrics(record, ctx.config.metrics_namespace)))
+
+
+def to_powertools(metrics: Any, doc: Mapping[str, Any]) -> None:
+    """Add an EMF document's metrics to a Powertools ``Metrics`` (it publishes them when the handler returns, under
+    its own namespace, service and dimensions); the chain id, hop and request id go in as metadata."""
+    for directive in doc["_aws"]["CloudWatchMetrics"]:
+        for metric in directive["Metrics"]:
+            metrics.add_metric(name=metric["Name"], unit=metric["Unit"], value=doc[metric["Name"]])
+    for key in ("chain_id", "hop", "request_id"):
+        if doc.get(key) is not None:
+            metrics.add_metadata(key=key, value=str(doc[key]))
+
 
 _WARN = {Outcome.RETRYING, Outcome.LOST_LEASE, Outcome.REJECTED}
 
@@ -54,8 +113,7 @@ def observe_invocation(ctx: HopContext) -> None:
         )
         level = logging.WARNING if ctx.stats.outcome in _WARN else logging.INFO
         log_json(log, level, record)
-        if ctx.config.metrics:
-            ctx.world.metrics_sink(json.dumps(emf_metrics(record, ctx.config.metrics_namespace)))
+        _metrics(ctx, record)
     except Exception:  # reporting must never change how the invocation ends
         log.exception("recurse_lambda: could not report the invocation")
 
@@ -93,8 +151,7 @@ def chain_ended(
             state=_state(ctx, progress),
         )
         log_json(log, logging.ERROR if status is ChainStatus.FAILED else logging.INFO, entry)
-        if ctx.config.metrics:
-            ctx.world.metrics_sink(json.dumps(emf_metrics(entry, ctx.config.metrics_namespace)))
+        _metrics(ctx, entry)
         if status is ChainStatus.FAILED:
             notice = ChainFailureNotice(
                 chain_id=env.chain_id,

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import inspect
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..chain.handler import RecursiveHandler
 from ..core.state_codec import strict_dumps
-from ..local import ChainReport, FaultPlan, SimClock, Simulator, VirtualClock, WallClock
+from ..local import ChainReport, CpuClock, FaultPlan, SimClock, Simulator, VirtualClock, WallClock
 from .common import (
     UsageError,
     WatchedHandler,
@@ -67,9 +70,26 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--stateless", action="store_true", help="no ledger: the classic at-least-once chain")
     p.add_argument(
+        "--clock",
+        choices=CLOCKS,
+        default=None,
+        help=(
+            "what a chunk's time is measured in: virtual (moves only when advanced: by --chunk-cost, the "
+            "simulator's waits, or the handler; exact and repeatable), cpu (the CPU time of the thread running "
+            "the invocations) or wall (real seconds). Default: wall, or virtual with --chunk-cost"
+        ),
+    )
+    p.add_argument(
         "--virtual",
         action="store_true",
-        help="a virtual clock: time moves only when advanced (by the simulator or the handler)",
+        help="the same as --clock virtual",
+    )
+    p.add_argument(
+        "--chunk-cost",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="virtual seconds each chunk costs, added at every safe point (needs the virtual clock)",
     )
     add_timeline_option(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
@@ -157,8 +177,64 @@ def s3_clients(endpoint: str | None, *, eager: bool) -> Iterator[Callable[[], An
         server.stop()
 
 
-def print_report(report: ChainReport, as_json: bool) -> None:
+CLOCKS = ("virtual", "cpu", "wall")
+
+
+def choose_clock(args: argparse.Namespace) -> str:
+    """The clock named by ``--clock`` / ``--virtual`` / ``--chunk-cost``; a usage error when they disagree."""
+    clock: str | None = args.clock
+    if args.virtual:
+        if clock not in (None, "virtual"):
+            raise UsageError(f"--virtual and --clock {clock} disagree")
+        clock = "virtual"
+    if args.chunk_cost is not None:
+        if not args.chunk_cost >= 0:
+            raise UsageError("--chunk-cost must be a non-negative number of seconds")
+        if clock not in (None, "virtual"):
+            raise UsageError(
+                f"--chunk-cost advances the virtual clock; with --clock {clock} a chunk costs what it really takes"
+            )
+        clock = "virtual"
+    return clock or "wall"
+
+
+def make_clock(name: str) -> SimClock:
+    clocks: dict[str, type[SimClock]] = {"virtual": VirtualClock, "cpu": CpuClock, "wall": WallClock}
+    return clocks[name]()
+
+
+def paced(handler: RecursiveHandler, clock: VirtualClock, cost: float) -> RecursiveHandler:
+    """``handler`` with each chunk (the work before a ``yield``) costing ``cost`` more virtual seconds: the clock
+    moves inside the chunk, so the runner measures it as the chunk's own time (as the pytest plugin's
+    ``chunk_cost=`` does)."""
+    inner = handler.fn
+
+    def pace(chunks: Generator[Any, Any, Any]) -> Generator[None, None, Any]:
+        try:
+            while True:
+                try:
+                    next(chunks)
+                except StopIteration as stop:
+                    clock.advance(cost)  # the last chunk costs as much as the others
+                    return stop.value
+                clock.advance(cost)
+                yield
+        finally:
+            chunks.close()  # a hand-off or a kill closes the user's generator too
+
+    @functools.wraps(inner)  # the runner keys warm-container markers by the function's qualified name
+    def fn(event: Any, state: Any, run: Any) -> Any:
+        out = inner(event, state, run)
+        return pace(out) if inspect.isgenerator(out) else out
+
+    return RecursiveHandler(fn, handler.config)
+
+
+def print_report(report: ChainReport, as_json: bool, clock: str = "wall") -> None:
     summary = report.summary()
+    # Which clock the figures are in: with "virtual" every field is exact and repeatable for a seed and faults;
+    # with "wall" or "cpu" the durations (duration_s, billed_s, utilization) are measured and vary run to run.
+    summary["clock"] = clock
     if as_json:
         if report.status != "SUCCEEDED":
             summary["last_state"] = report.last_state
@@ -176,6 +252,7 @@ def print_report(report: ChainReport, as_json: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive")
+    clock_name = choose_clock(args)
     event = parse_event(args.event)
     faults = parse_faults(args.faults)
     uploads = [parse_put(spec) for spec in args.put]
@@ -190,7 +267,9 @@ def run(args: argparse.Namespace) -> int:
                     client.upload_file(str(up.local), up.bucket, up.key)
                     warm_up(factory(), up.bucket, up.key)
                     print(f"uploaded {up.local} to s3://{up.bucket}/{up.key}", file=sys.stderr)
-            clock: SimClock = VirtualClock() if args.virtual else WallClock()
+            clock = make_clock(clock_name)
+            if args.chunk_cost is not None and isinstance(clock, VirtualClock):
+                handler = paced(handler, clock, args.chunk_cost)
             sim = Simulator(
                 WatchedHandler(handler, (lambda view: None) if args.quiet else generic_progress(sys.stderr)),
                 timeout=args.timeout,
@@ -204,5 +283,5 @@ def run(args: argparse.Namespace) -> int:
             with runner_logs(sys.stderr, args.verbose):
                 report = sim.run(event)
     written = write_timeline(report, args.timeline, f"recurse-lambda simulate {args.target}")
-    print_report(report, args.json)
+    print_report(report, args.json, clock_name)
     return 0 if report.status == "SUCCEEDED" and written else 1
