@@ -90,6 +90,13 @@ class ChainConfig:
     metrics_namespace: str = "RecurseLambda"
     shards: Shards | None = None  # run each job as parallel shards joined by a reduce (needs a ledger)
     s3_events: tuple[str, ...] = ("ObjectCreated:*", "Object Created")  # S3 events that start chains
+    tracing: bool = (
+        False  # OpenTelemetry spans per hop, joined across hops (the `tracing` extra; docs/tracing.md)
+    )
+    tracer: Any = (
+        None  # an OpenTelemetry Tracer or TracerProvider to use (implies tracing); None: the global one
+    )
+    powertools_metrics: Any = None  # a Powertools Metrics object: metrics go through it instead of EMF lines
 
     def __post_init__(self) -> None:
         if not (isinstance(self.state, type) and issubclass(self.state, BaseModel)):

@@ -62,7 +62,7 @@ def unbind_log_fields(token: contextvars.Token[HopContext | None]) -> None:
 def _metrics(ctx: HopContext, record: Mapping[str, Any]) -> None:
     """The record's metrics: through the user's Powertools ``Metrics`` (``powertools_metrics=``), else as an EMF
     line to the world's sink when ``metrics=True``."""
-    powertools = getattr(ctx.config, "powertools_metrics", None)
+    powertools = ctx.config.powertools_metrics
     if powertools is not None:
         to_powertools(powertools, emf_metrics(record, ctx.config.metrics_namespace))
     elif ctx.config.metrics:

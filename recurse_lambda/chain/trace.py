@@ -45,9 +45,9 @@ _traces: weakref.WeakKeyDictionary[HopContext, HopTrace] = weakref.WeakKeyDictio
 
 def tracer_for(config: Any) -> Any | None:
     """The tracer ``config`` asks for (``tracer=`` or ``tracing=True``), or None when tracing is off."""
-    tracer = getattr(config, "tracer", None)
+    tracer = config.tracer
     if tracer is None:
-        if not getattr(config, "tracing", False):
+        if not config.tracing:
             return None
         from opentelemetry import trace as otel  # only now: the "tracing" extra
 
