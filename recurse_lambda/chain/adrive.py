@@ -87,7 +87,7 @@ async def _one(out: Coroutine[Any, Any, Any]) -> Finished:
 
 
 async def _chunks(points: SafePoints, out: AsyncGenerator[Any, Any], run: Run) -> Finished | HandOff:
-    step = out.__anext__
+    step, reached = out.__anext__, points.safe_points().__next__
     try:
         while True:
             try:
@@ -102,7 +102,7 @@ async def _chunks(points: SafePoints, out: AsyncGenerator[Any, Any], run: Run) -
                     "run.result was set before a yield: set it just before the async generator ends (a hand-off "
                     "at this safe point would lose it)"
                 )
-            handoff = points.reached()
+            handoff = reached()
             if handoff is not None:
                 await out.aclose()  # part of the measured hand-off: a reader stops its prefetch here
                 return handoff

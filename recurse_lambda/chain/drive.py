@@ -33,6 +33,7 @@ def drive(ctx: HopContext, fn: Callable[..., Any], event: Any, state: Any, run: 
             return adrive(ctx, fn, out, state, run)
         return Finished(out)
     points = SafePoints(ctx, fn, state, run)
+    reached = points.safe_points().__next__
     try:
         while True:
             try:
@@ -42,7 +43,7 @@ def drive(ctx: HopContext, fn: Callable[..., Any], event: Any, state: Any, run: 
             except Exception:
                 points.raised()
                 raise
-            handoff = points.reached()
+            handoff = reached()
             if handoff is not None:
                 out.close()  # part of the measured hand-off: a reader stops its prefetch here
                 return handoff
