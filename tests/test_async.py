@@ -280,3 +280,14 @@ def test_sharded_style_direct_world_drive_of_an_async_generator(n: int) -> None:
     response = handler.handle({"job": 1}, context, world)
     assert response["outcome"] == "succeeded"
     assert response["result"] == {"i": n, "total": sum(i * 7 + 1 for i in range(n))}
+
+
+def test_the_pytest_plugins_simulate_fixture_runs_async_handlers(simulate: Any) -> None:
+    @recursive(state=Sum)
+    async def handler(event: Any, state: Sum, run: Run) -> AsyncGenerator[None, None]:
+        while state.i < 3:
+            state.i += 1
+            yield
+        run.result = state.i
+
+    assert simulate(handler, {}, chunk_cost=1.0).raise_for_status().result == 3
