@@ -195,3 +195,23 @@ def test_async_line_count_runs_several_hops_without_faults(text: bytes) -> None:
     report, _ = run_example(async_line_count.handler, apaced, GetObjectLog(), 0, None)
     report.raise_for_status()
     assert report.result == count_lines(text) and report.hops >= 3
+
+
+def test_recurse_lambda_simulate_runs_the_async_example(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    from pathlib import Path
+
+    from recurse_lambda.cli import main
+
+    data = b"".join(b"line %d\r\n" % i if i % 3 else b"\n" for i in range(5_000)) + b"no newline"
+    path = tmp_path / "data.txt"
+    path.write_bytes(data)
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    event = json.dumps({"bucket": "demo-bucket", "key": "d.txt"})
+    args = ["simulate", "examples.async_line_count:handler", "--event", event]
+    args += ["--put", f"{path}=s3://demo-bucket/d.txt", "--timeout", "1", "--faults", "crash=0.2", "--json"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["status"] == "SUCCEEDED" and summary["result"] == count_lines(data)
