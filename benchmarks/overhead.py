@@ -5,27 +5,32 @@ The same generator (``N`` yields, no work between them) is consumed three ways, 
 * ``bare`` — ``for _ in gen: pass``;
 * ``stateless`` — a one-invocation chain through the runner (``handler.handle(event, FakeContext, World)``) with
   the real :class:`SystemClock`, a remaining time far beyond the run (no hand-off) and no ledger;
-* ``ledger`` — the same with an :class:`InMemoryLedger` and the default checkpoint settings.
+* ``ledger`` — the same with an :class:`InMemoryLedger` and the default checkpoint settings;
+* ``abare`` — the same as an async generator, ``async for _ in agen: pass`` on an event loop;
+* ``async`` — the async generator as a one-invocation stateless chain (the async runner: docs/async.md).
 
-``per_yield_us`` is (median runner time − median bare time) / N, in microseconds; the target is ≤ 2 µs. The last
-line printed is one JSON object. Run: ``python benchmarks/overhead.py`` (``--help`` for the knobs).
+``per_yield_us`` is (median runner time − median bare time) / N, in microseconds; the target is ≤ 2 µs. The async
+runner's ``async_per_yield_us`` is (median async − median abare) / N; its target is ≤ 5 µs. The last line printed
+is one JSON object. Run: ``python benchmarks/overhead.py`` (``--help`` for the knobs).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import json
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from recurse_lambda import InMemoryLedger, SystemClock, WarmState, World, recursive
 from recurse_lambda.local import FakeContext
 
 TARGET_US = 2.0
+ASYNC_TARGET_US = 5.0
 
 
 class NoInvoker:
@@ -47,11 +52,33 @@ def bare(n: int) -> float:
     return time.perf_counter() - t0
 
 
-def make_runner(n: int, *, ledger: bool) -> Callable[[], float]:
+async def agen_body(n: int) -> AsyncIterator[None]:
+    for _ in range(n):
+        yield
+
+
+def abare(n: int) -> float:
+    async def consume() -> float:
+        t0 = time.perf_counter()
+        async for _ in agen_body(n):
+            pass
+        return time.perf_counter() - t0
+
+    return asyncio.run(consume())
+
+
+def make_runner(n: int, *, ledger: bool, is_async: bool = False) -> Callable[[], float]:
     @recursive(max_hops=10)
-    def chain(event: Any, state: Any, run: Any) -> Iterator[None]:
+    def sync_chain(event: Any, state: Any, run: Any) -> Iterator[None]:
         for _ in range(n):
             yield
+
+    @recursive(max_hops=10)
+    async def async_chain(event: Any, state: Any, run: Any) -> AsyncIterator[None]:
+        for _ in range(n):
+            yield
+
+    chain = async_chain if is_async else sync_chain
 
     clock = SystemClock()
     warm = WarmState()  # one container: learned timings carry over from round to round, as in Lambda
@@ -100,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bare": lambda: bare(n),
         "stateless": make_runner(n, ledger=False),
         "ledger": make_runner(n, ledger=True),
+        "abare": lambda: abare(n),
+        "async": make_runner(n, ledger=False, is_async=True),
     }
     for fn in variants.values():  # warm up: imports, the container's learned timings, the CPU's caches
         fn()
@@ -131,6 +160,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"runner overhead ({name}): {per[name]:.3f} µs per yield (paired per round: {paired[name]:.3f}), "
             f"target ≤ {TARGET_US} µs: {verdict}"
         )
+    async_per = (med["async"] - med["abare"]) / n * 1e6
+    async_paired = statistics.median(
+        (a - b) / n * 1e6 for a, b in zip(times["async"], times["abare"], strict=True)
+    )
+    verdict = "ok" if async_per <= ASYNC_TARGET_US else "MISSED"
+    print(
+        f"async runner overhead (stateless): {async_per:.3f} µs per yield beside the sync one's "
+        f"{per['stateless']:.3f} (paired per round: {async_paired:.3f}), target ≤ {ASYNC_TARGET_US} µs: {verdict}"
+    )
     if args.profile:
         profile(n, ledger=False)
 
@@ -140,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "per_yield_us_ledger": round(per["ledger"], 4),
         "bare_loop_ns_per_yield": round(med["bare"] / n * 1e9, 2),
         "runner_to_bare_ratio": round(med["stateless"] / med["bare"], 2),
+        "async_per_yield_us": round(async_per, 4),
+        "async_bare_loop_ns_per_yield": round(med["abare"] / n * 1e9, 2),
         "n": n,
         "rounds": args.rounds,
     }

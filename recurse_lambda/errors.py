@@ -17,6 +17,7 @@ RecurseLambdaError
 │   ├── LostLeaseError          this invocation no longer owns its hop (fencing): stop at once
 │   └── ChainStateError         a control action the chain's status does not allow (cancel a finished chain)
 ├── UnknownChainError           the ledger holds no chain with this id
+├── OutOfTime                   await run.within(...) ran out of the invocation's time (also a TimeoutError)
 ├── NotifyError                 a failure notice could not be sent (logged; the chain is FAILED anyway)
 ├── ChainFailed                 the chain ended FAILED (carries the error and the last committed state)
 ├── TriggerError                an event-source event (SQS, S3, ...) that is empty or malformed, or a record of it
@@ -239,3 +240,11 @@ class RecursionNotAllowed(ConfigurationError):
 
 class HopNotDead(RecurseLambdaError):
     """An on-failure record came for a hop that may still be alive: raised so that it is delivered again later."""
+
+
+class OutOfTime(RecurseLambdaError, TimeoutError):
+    """``await run.within(...)`` ran out of the time the invocation can give it before its hand-off reserve.
+
+    A ``TimeoutError``: catch it and ``yield`` (a safe point), and the runner hands off so that the next hop
+    tries the await again with a whole invocation; uncaught, it fails the attempt and Lambda retries it.
+    """

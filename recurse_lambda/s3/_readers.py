@@ -18,11 +18,14 @@ from dataclasses import dataclass
 from itertools import accumulate, chain, repeat
 from operator import add
 from types import TracebackType
-from typing import Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Generic, Self, TypeVar
 
 from ..errors import MalformedRecordError
 from ._prefetch import AUTO_PREFETCH, AUTO_RANGE_SIZE, ByteSource, RangeFetcher, _describe, check_window
 from ._shard_ranges import ShardRanges
+
+if TYPE_CHECKING:
+    from ._aiter import ABatches
 
 __all__ = [
     "DEFAULT_RANGE_SIZE",
@@ -235,6 +238,15 @@ class Reader(Generic[T]):
         if self._closed and not self._done:
             raise ValueError(f"{type(self).__name__} is closed")
         return self._batches(records, max_bytes)
+
+    def abatches(
+        self, records: int | None = None, *, max_bytes: int | None = None, depth: int = 2
+    ) -> ABatches[Batch[T]]:
+        """:meth:`batches` as an async iterator for async handlers: the blocking reads run on a thread, at
+        most ``depth`` batches ahead; use it in ``async with`` (closing it stops the thread and the reader)."""
+        from ._aiter import abatches  # asyncio is imported only by async handlers
+
+        return abatches(self, records, max_bytes=max_bytes, depth=depth)
 
     def _ranges(self, start: int | None = None, range_size: int | None = None) -> RangeFetcher:
         """The reader's range fetcher (prefetching), or with ``start`` a one-off one without prefetch."""
