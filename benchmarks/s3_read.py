@@ -244,8 +244,13 @@ def child(endpoint: str, name: str, key: str) -> None:
         _, status = os.waitpid(pid, 0)
         sys.exit(os.waitstatus_to_exitcode(status))
     try:
-        pool = int(os.environ.get("S3_READ_POOL") or 0)  # botocore's default (10) unless --pool
-        config = Config(s3={"addressing_style": "path"}, **({"max_pool_connections": pool} if pool else {}))
+        from recurse_lambda.aws.clients import client_config
+
+        # The library's own client configuration (S3: a pool of S3_POOL = 17, as in production), unless --pool.
+        pool = int(os.environ.get("S3_READ_POOL") or 0)
+        config = client_config("s3").merge(
+            Config(s3={"addressing_style": "path"}, **({"max_pool_connections": pool} if pool else {}))
+        )
         client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", config=config)
         client.head_object(Bucket=BUCKET, Key=key)  # the client and one connection exist
         gc.collect()
@@ -308,7 +313,7 @@ def main() -> None:
     )
     parser.add_argument("--mb-s", type=float, default=80.0, help="proxy: MB/s per connection (80)")
     parser.add_argument(
-        "--pool", type=int, default=0, help="max_pool_connections of the clients (botocore's 10)"
+        "--pool", type=int, default=0, help="max_pool_connections of the clients (the library's: 17)"
     )
     parser.add_argument("--only", nargs="*", default=None, help="a subset of the contenders")
     parser.add_argument("--child", nargs=3, metavar=("ENDPOINT", "NAME", "KEY"), help=argparse.SUPPRESS)
