@@ -69,7 +69,12 @@ def test_a_small_output_is_one_conditional_put(s3: Any) -> None:
     out.write(b"world\n")
     info = out.complete()
     assert body(s3) == b"hello world\n"
-    assert info == {"bucket": BUCKET, "key": "o", "etag": hashlib.md5(b"hello world\n").hexdigest(), "bytes": 12}
+    assert info == {
+        "bucket": BUCKET,
+        "key": "o",
+        "etag": hashlib.md5(b"hello world\n").hexdigest(),
+        "bytes": 12,
+    }
     assert keys(s3) == ["o"] and open_uploads(s3) == []
     assert out.complete() == info  # idempotent
 
@@ -199,3 +204,33 @@ def test_text_helpers(s3: Any) -> None:
     CsvWriter(out2, header=["x", "y"]).write_row([1, 2])
     out2.complete()
     assert body(s3, "c") == b"x,y\r\n1,2\r\n"
+
+
+def test_a_retry_after_a_completion_whose_cleanup_was_lost_finishes(s3: Any) -> None:
+    """The completing hop died between CompleteMultipartUpload and the deletion of the spilled tail: the retry
+    reads the tail, its next part upload finds the upload gone, and it recognises the object as its own."""
+    data = b"0123456789" * 400
+    state = State()
+    writer(s3, state.out).write(data[:1500])
+    committed = commit(state)
+    tail = load(committed).out.tail
+    assert tail is not None
+    spilled = body(s3, tail.key)
+    out = writer(s3, load(committed).out)
+    out.write(data[1500:])
+    first = out.complete()
+    s3.put_object(Bucket=BUCKET, Key=tail.key, Body=spilled)  # as if the cleanup never ran
+    out = writer(s3, load(committed).out)
+    out.write(data[1500:])  # the upload is complete: these writes replay bytes already in the object
+    assert out.complete() == first
+    assert body(s3) == data and keys(s3) == ["o"] and open_uploads(s3) == []
+
+
+def test_a_completed_writer_refuses_more_writes(s3: Any) -> None:
+    from recurse_lambda.errors import ConfigurationError
+
+    out = writer(s3, State().out)
+    out.write(b"a")
+    out.complete()
+    with pytest.raises(ConfigurationError, match="complete"):
+        out.write(b"b")

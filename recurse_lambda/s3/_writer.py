@@ -130,7 +130,7 @@ class S3Writer:
             if tail is not None:
                 self._buffer = bytearray(tail)
                 self._synced = (state.tail.size, state.tail.key.rsplit("-", 1)[-1])
-        state._writer = self
+        state.attach(self)
 
     def __repr__(self) -> str:
         s = self.state
@@ -285,10 +285,15 @@ class S3Writer:
             response = self.client.upload_part(
                 Bucket=s.bucket, Key=s.key, UploadId=s.upload_id, PartNumber=number, Body=chunk
             )
-        except ClientError as exc:
-            if error_code(exc) in GONE and self._finished_by_us():
-                return  # an earlier attempt completed the upload, and crashed before it could record so
-            raise_s3_error(exc, s.bucket, s.key, f"upload part {number} of")
+        except Exception as exc:
+            # S3 answers NoSuchUpload once the upload is complete (moto 5 raises an internal KeyError instead):
+            # whatever the answer, an object this chain finished means an earlier attempt completed the upload
+            # and died before it could record so.
+            if self._finished_by_us():
+                return
+            if isinstance(exc, ClientError):
+                raise_s3_error(exc, s.bucket, s.key, f"upload part {number} of")
+            raise
         s.parts.append(
             WriterPart(number=number, etag=str(response["ETag"]), size=len(chunk), md5=md5_hex(chunk))
         )

@@ -67,6 +67,10 @@ class WriterState(BaseModel):
             self._writer.sync()
         return handler(self)
 
+    def attach(self, writer: Any) -> None:
+        """Bind the live writer whose ``sync()`` runs before every dump of this state."""
+        self._writer = writer
+
     @property
     def done(self) -> bool:
         return bool(self.etag)
