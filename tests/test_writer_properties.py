@@ -70,17 +70,21 @@ faults = st.builds(
     duplicate=st.sampled_from([0.0, 0.3]),
     crash=st.sampled_from([0.0, 0.2, 0.4]),
     recycle=st.sampled_from([0.0, 0.5]),
-    crash_at=st.lists(
-        st.tuples(st.sampled_from([*POINTS, "safe_point"]), st.integers(1, 6)), max_size=3
-    ).map(tuple),
+    crash_at=st.lists(st.tuples(st.sampled_from([*POINTS, "safe_point"]), st.integers(1, 6)), max_size=3).map(
+        tuple
+    ),
 )
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(records=records, data=st.data(), plan=faults, seed=st.integers(0, 2**16))
-def test_the_output_equals_a_one_pass_write(s3: Any, records: list[str], data: Any, plan: Any, seed: int) -> None:
+def test_the_output_equals_a_one_pass_write(
+    s3: Any, records: list[str], data: Any, plan: Any, seed: int
+) -> None:
     reset(s3)
-    costs = data.draw(st.lists(st.sampled_from([0.01, 0.05, 0.2]), min_size=len(records), max_size=len(records)))
+    costs = data.draw(
+        st.lists(st.sampled_from([0.01, 0.05, 0.2]), min_size=len(records), max_size=len(records))
+    )
     clock = VirtualClock()
     sim = Simulator(
         make_handler(clock),
