@@ -234,3 +234,32 @@ def test_a_completed_writer_refuses_more_writes(s3: Any) -> None:
     out.complete()
     with pytest.raises(ConfigurationError, match="complete"):
         out.write(b"b")
+
+
+def test_which_conditional_writes_moto_honours(s3: Any) -> None:
+    """What docs/outputs.md says about moto (5.x): PutObject honours If-None-Match: * and If-Match;
+    CompleteMultipartUpload honours If-None-Match: * but ignores If-Match, and a second completion of the same
+    upload returns the object instead of NoSuchUpload. The writer's own checks do not depend on the last two."""
+    from botocore.exceptions import ClientError
+
+    s3.put_object(Bucket=BUCKET, Key="k", Body=b"1")
+    with pytest.raises(ClientError, match="PreconditionFailed"):
+        s3.put_object(Bucket=BUCKET, Key="k", Body=b"2", IfNoneMatch="*")
+    with pytest.raises(ClientError, match="PreconditionFailed"):
+        s3.put_object(Bucket=BUCKET, Key="k", Body=b"2", IfMatch='"0123"')
+
+    def upload() -> tuple[str, list[dict[str, Any]]]:
+        uid = s3.create_multipart_upload(Bucket=BUCKET, Key="k")["UploadId"]
+        etag = s3.upload_part(Bucket=BUCKET, Key="k", UploadId=uid, PartNumber=1, Body=b"p")["ETag"]
+        return uid, [{"ETag": etag, "PartNumber": 1}]
+
+    uid, parts = upload()
+    with pytest.raises(ClientError, match="PreconditionFailed"):
+        s3.complete_multipart_upload(
+            Bucket=BUCKET, Key="k", UploadId=uid, MultipartUpload={"Parts": parts}, IfNoneMatch="*"
+        )
+    s3.complete_multipart_upload(  # If-Match with a wrong ETag: moto completes anyway (S3 answers 412)
+        Bucket=BUCKET, Key="k", UploadId=uid, MultipartUpload={"Parts": parts}, IfMatch='"0123"'
+    )
+    again = s3.complete_multipart_upload(Bucket=BUCKET, Key="k", UploadId=uid, MultipartUpload={"Parts": parts})
+    assert again["ETag"] == s3.head_object(Bucket=BUCKET, Key="k")["ETag"]
