@@ -94,6 +94,22 @@ def test_parts_across_hand_offs_make_one_object(s3: Any) -> None:
     assert len(state.out.parts) == 6 and keys(s3) == ["o"] and open_uploads(s3) == []
 
 
+@pytest.mark.parametrize("concurrency", [2, 4])
+def test_parts_uploaded_in_the_background_are_committed_in_order(s3: Any, concurrency: int) -> None:
+    data = bytes(range(256)) * 40
+    state = State()
+    for i in range(0, len(data), 2500):
+        out = writer(s3, state.out, concurrency=concurrency)
+        out.write(data[i : i + 2500])
+        state = hand_off(state)  # the dump waits for the uploads in flight
+        assert [p.number for p in state.out.parts] == list(range(1, len(state.out.parts) + 1))
+        assert sum(p.size for p in state.out.parts) + (state.out.tail.size if state.out.tail else 0) == min(
+            i + 2500, len(data)
+        )
+    writer(s3, state.out, concurrency=concurrency).complete()
+    assert body(s3) == data and open_uploads(s3) == []
+
+
 def test_the_tail_is_spilled_not_carried(s3: Any) -> None:
     state = State()
     writer(s3, state.out).write(b"x" * 900)
@@ -261,5 +277,7 @@ def test_which_conditional_writes_moto_honours(s3: Any) -> None:
     s3.complete_multipart_upload(  # If-Match with a wrong ETag: moto completes anyway (S3 answers 412)
         Bucket=BUCKET, Key="k", UploadId=uid, MultipartUpload={"Parts": parts}, IfMatch='"0123"'
     )
-    again = s3.complete_multipart_upload(Bucket=BUCKET, Key="k", UploadId=uid, MultipartUpload={"Parts": parts})
+    again = s3.complete_multipart_upload(
+        Bucket=BUCKET, Key="k", UploadId=uid, MultipartUpload={"Parts": parts}
+    )
     assert again["ETag"] == s3.head_object(Bucket=BUCKET, Key="k")["ETag"]

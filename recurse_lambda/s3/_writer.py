@@ -20,7 +20,9 @@ deleted when the object is completed or the upload aborted.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -80,8 +82,9 @@ class S3Writer:
 
     ``if_exists``: ``"fail"`` (the default) raises :class:`OutputExistsError` at once, before any work, when
     the key holds an object; ``"replace"`` replaces it (completing with ``If-Match`` on the ETag seen now).
-    ``min_part_size`` exists only for tests against servers that lower S3's 5 MiB minimum (moto's
-    ``S3_UPLOAD_PART_MIN_SIZE``).
+    ``concurrency``: 1 (the default) uploads each part as it fills; N > 1 keeps up to N - 1 uploads in flight
+    while the next part fills (memory: N × ``part_size`` plus the part filling). ``min_part_size`` exists only
+    for tests against servers that lower S3's 5 MiB minimum (moto's ``S3_UPLOAD_PART_MIN_SIZE``).
     """
 
     def __init__(
@@ -98,6 +101,7 @@ class S3Writer:
         spill_prefix: str = SPILL_PREFIX,
         content_type: str | None = None,
         min_part_size: int = MIN_PART_SIZE,
+        concurrency: int = 1,
     ) -> None:
         if if_exists not in ("fail", "replace"):
             raise ConfigurationError(f"if_exists must be 'fail' or 'replace', not {if_exists!r}")
@@ -116,6 +120,9 @@ class S3Writer:
         self.state = state
         self.part_size = part_size
         self.content_type = content_type
+        self.concurrency = concurrency
+        self._pool: ThreadPoolExecutor | None = None
+        self._inflight: deque[tuple[int, int, Future[tuple[str, str]]]] = deque()
         self._buffer = bytearray()
         self._synced: tuple[int, str] | None = None  # (size, md5) of the tail the state points at
         self._cleaned = False
@@ -160,8 +167,10 @@ class S3Writer:
         return n
 
     def sync(self) -> None:
-        """Make the state describe every byte written: spill the tail if it changed (the dump does this)."""
+        """Make the state describe every byte written: wait for the parts in flight, spill the tail if it
+        changed (every dump of the state does this)."""
         s = self.state
+        self._drain()
         if s.done:
             return
         if not self._buffer:
@@ -181,6 +190,7 @@ class S3Writer:
     def complete(self) -> dict[str, Any]:
         """Make the object appear, once: ``{"bucket", "key", "etag" (no quotes), "bytes"}``. Idempotent."""
         s = self.state
+        self._drain()
         if not s.done:
             if not s.upload_id:
                 self._put_whole()
@@ -189,10 +199,14 @@ class S3Writer:
                     chunk = bytes(self._buffer)
                     self._buffer.clear()
                     self._upload_part(chunk)
+                    self._drain()
                 if not s.done:
                     self._complete_upload()
             s.tail = None
             self._buffer.clear()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         if not self._cleaned:  # also after a replay: the attempt that completed may have died before this
             self._cleanup(keep_upload=s.upload_id)
             self._cleaned = True
@@ -266,15 +280,16 @@ class S3Writer:
         return data
 
     def _upload_part(self, chunk: bytes) -> None:
+        """Upload the next part: in the background when ``concurrency`` > 1 (at most that many in flight)."""
         s = self.state
-        number = len(s.parts) + 1
+        number = len(s.parts) + len(self._inflight) + 1
         if number > MAX_PARTS:
             raise ConfigurationError(
                 f"s3://{s.bucket}/{s.key} needs more than {MAX_PARTS} parts of {self.part_size} bytes: "
                 "pass a larger part_size"
             )
-        try:
-            if not s.upload_id:
+        if not s.upload_id:
+            try:
                 created = self.client.create_multipart_upload(Bucket=s.bucket, Key=s.key, **self._extra())
                 s.upload_id = str(created["UploadId"])
                 # A marker under the chain's spill folder: an upload created by an attempt that never committed
@@ -282,21 +297,49 @@ class S3Writer:
                 self.client.put_object(
                     Bucket=s.spill_bucket, Key=marker_key(s.spill_dir, s.upload_id), Body=s.upload_id.encode()
                 )
-            response = self.client.upload_part(
-                Bucket=s.bucket, Key=s.key, UploadId=s.upload_id, PartNumber=number, Body=chunk
-            )
+            except ClientError as exc:
+                raise_s3_error(exc, s.bucket, s.key, "start the multipart upload of")
+        if self.concurrency <= 1:
+            self._collect(number, len(chunk), self._send, (number, chunk))
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="s3-writer")
+        self._inflight.append((number, len(chunk), self._pool.submit(self._send, number, chunk)))
+        while len(self._inflight) >= self.concurrency:
+            self._drain(1)
+
+    def _send(self, number: int, chunk: bytes) -> tuple[str, str]:
+        s = self.state
+        response = self.client.upload_part(
+            Bucket=s.bucket, Key=s.key, UploadId=s.upload_id, PartNumber=number, Body=chunk
+        )
+        return str(response["ETag"]), md5_hex(chunk)
+
+    def _drain(self, n: int | None = None) -> None:
+        """Wait for the oldest ``n`` uploads in flight (all when None) and record them in order."""
+        while self._inflight and (n is None or n > 0):
+            number, size, future = self._inflight.popleft()
+            self._collect(number, size, future.result, ())
+            n = None if n is None else n - 1
+
+    def _collect(
+        self, number: int, size: int, call: Callable[..., tuple[str, str]], args: tuple[Any, ...]
+    ) -> None:
+        s = self.state
+        try:
+            etag, md5 = call(*args)
         except Exception as exc:
             # S3 answers NoSuchUpload once the upload is complete (moto 5 raises an internal KeyError instead):
             # whatever the answer, an object this chain finished means an earlier attempt completed the upload
             # and died before it could record so.
-            if self._finished_by_us():
+            if s.done or self._finished_by_us():
+                self._inflight.clear()
                 return
             if isinstance(exc, ClientError):
                 raise_s3_error(exc, s.bucket, s.key, f"upload part {number} of")
             raise
-        s.parts.append(
-            WriterPart(number=number, etag=str(response["ETag"]), size=len(chunk), md5=md5_hex(chunk))
-        )
+        if not s.done:
+            s.parts.append(WriterPart(number=number, etag=etag, size=size, md5=md5))
 
     def _put_whole(self) -> None:
         s = self.state

@@ -103,7 +103,13 @@ def cleanup(client: Any, s: WriterState, keep_upload: str) -> int:
                 aborted += _abort(client, s.bucket, s.key, upload_id)
     for i in range(0, len(keys), 1000):  # DeleteObjects takes up to 1,000 keys
         batch = [{"Key": k} for k in keys[i : i + 1000]]
-        client.delete_objects(Bucket=s.spill_bucket, Delete={"Objects": batch, "Quiet": True})
+        try:
+            client.delete_objects(Bucket=s.spill_bucket, Delete={"Objects": batch, "Quiet": True})
+        except (
+            ClientError
+        ):  # the JuiceFS gateway wants Content-MD5, which botocore no longer sends: one by one
+            for item in batch:
+                client.delete_object(Bucket=s.spill_bucket, Key=item["Key"])
     return aborted
 
 
