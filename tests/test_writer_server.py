@@ -67,3 +67,66 @@ def test_listing_on_the_embedded_s3(client: Any) -> None:
     assert [len(b) for b in batches] == [7, 7, 6]
     assert [r.key for b in batches for r in b] == [f"l/{i:02d}" for i in range(10, 30)]
     assert batches[0].records[0].size == 10 and '"' not in batches[0].records[0].etag
+
+
+# -- the JuiceFS gateway (the integration tier): it honours no conditional write and keeps no metadata of a
+# multipart upload, so a retry after the completion recognises the object by the done marker ------------------
+
+
+def make_big_handler(clock: VirtualClock) -> Any:
+    from collections.abc import Generator
+
+    from recurse_lambda import Run, recursive
+    from recurse_lambda.s3._writer import open_writer
+    from tests.test_writer_properties import Progress
+
+    @recursive(state=Progress)
+    def handler(event: dict[str, Any], state: Progress, run: Run) -> Generator[None, None, dict[str, Any]]:
+        out = open_writer(run, event["bucket"], "result", state.out, part_size=5 * 1024 * 1024)
+        while state.i < event["n"]:
+            out.write(block(state.i))
+            clock.advance(0.1)
+            state.i += 1
+            yield
+        return out.complete()
+
+    return handler
+
+
+def block(i: int) -> bytes:
+    return (f"{i:08d}".encode() + bytes(range(256)) * 1000)[: 700_000 - i]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("seed", range(2))
+def test_chains_on_the_juicefs_gateway(seed: int) -> None:
+    from recurse_lambda.local.juicefs import JuiceFSError, JuiceFSGateway
+
+    try:
+        gateway = JuiceFSGateway().__enter__()
+    except JuiceFSError as exc:  # pragma: no cover - the integration tier has it
+        pytest.skip(f"no JuiceFS gateway: {exc}")
+    try:
+        client = gateway.client()
+        bucket = f"writer-{seed}"
+        client.create_bucket(Bucket=bucket)
+        clock = VirtualClock()
+        faults = FaultPlan(duplicate=0.3, crash=0.3, crash_at=(("before_finish", 2), ("before_finish", 3)))
+        sim = Simulator(
+            make_big_handler(clock),
+            timeout=0.5,
+            clock=clock,
+            ledger="memory",
+            s3_client=gateway.client,
+            faults=faults,
+            seed=seed,
+        )
+        report = sim.run({"bucket": bucket, "n": 20})
+        assert report.status == "SUCCEEDED", report.error
+        got = client.get_object(Bucket=bucket, Key="result")["Body"].read()
+        assert got == b"".join(block(i) for i in range(20))
+        keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]]
+        assert keys[-1] == "result" and all(k.endswith("/done") for k in keys[:-1]) and len(keys) <= 2
+        assert list(client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])) == []
+    finally:
+        gateway.__exit__(None, None, None)

@@ -36,6 +36,7 @@ from ._writer_state import (
     WriterTail,
     abort_upload,
     cleanup,
+    done_key,
     marker_key,
     md5_hex,
     multipart_etag,
@@ -204,6 +205,7 @@ class S3Writer:
                     self._complete_upload()
             s.tail = None
             self._buffer.clear()
+            self._prove_done()
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
@@ -226,7 +228,7 @@ class S3Writer:
             if error_code(exc) in {"404", "NoSuchKey", "NotFound"}:
                 return "*"
             raise_s3_error(exc, s.bucket, s.key, "inspect the output", client=self.client)
-        if (head.get("Metadata") or {}).get(META) == s.token:
+        if self._ours(head):
             self._adopt(head)  # this chain finished it, and crashed before it could record so
             return "*"
         if if_exists == "fail":
@@ -259,10 +261,30 @@ class S3Writer:
             head = self.client.head_object(Bucket=s.bucket, Key=s.key)
         except ClientError:
             return False
-        if (head.get("Metadata") or {}).get(META) != s.token:
+        if not self._ours(head):
             return False
         self._adopt(head)
         return True
+
+    def _prove_done(self) -> None:
+        """On a server that kept no metadata (the JuiceFS gateway), leave a marker a retry can recognise the
+        object by: it survives the cleanup of the spill folder and expires with its lifecycle rule."""
+        s = self.state
+        if not self._replay:
+            head = self.client.head_object(Bucket=s.bucket, Key=s.key)
+            if (head.get("Metadata") or {}).get(META) != s.token:
+                self.client.put_object(Bucket=s.spill_bucket, Key=done_key(s.spill_dir), Body=s.etag.encode())
+
+    def _ours(self, head: dict[str, Any]) -> bool:
+        """Whether the object HEAD describes is the one this chain completed (its metadata, or the done marker)."""
+        s = self.state
+        if (head.get("Metadata") or {}).get(META) == s.token:
+            return True
+        try:
+            marker = self.client.get_object(Bucket=s.spill_bucket, Key=done_key(s.spill_dir))
+        except ClientError:
+            return False
+        return bool(marker["Body"].read().decode() == str(head["ETag"]))
 
     def _read_tail(self, tail: WriterTail) -> bytes | None:
         s = self.state
@@ -386,7 +408,7 @@ class S3Writer:
         except ClientError as head_exc:
             raise_s3_error(head_exc, s.bucket, s.key, "inspect the output")
         etag = str(head["ETag"])
-        ours = (head.get("Metadata") or {}).get(META) == s.token or etag == expected_etag
+        ours = etag == expected_etag or self._ours(head)
         if not ours or int(head["ContentLength"]) != s.size:
             raise OutputExistsError(
                 s.bucket, s.key, f"another writer's object is at the key (ETag {etag}); the chain stops"

@@ -21,6 +21,7 @@ __all__ = [
     "WriterTail",
     "abort_upload",
     "cleanup",
+    "done_key",
     "marker_key",
     "md5_hex",
     "multipart_etag",
@@ -86,16 +87,21 @@ def md5_hex(data: bytes | bytearray | memoryview) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
+def done_key(spill_dir: str) -> str:
+    return f"{spill_dir}done"
+
+
 def marker_key(spill_dir: str, upload_id: str) -> str:
     return f"{spill_dir}upload-{hashlib.sha256(upload_id.encode()).hexdigest()[:24]}"
 
 
 def cleanup(client: Any, s: WriterState, keep_upload: str) -> int:
-    """Delete everything under the chain's spill folder; abort every upload a marker names but ``keep_upload``."""
+    """Delete everything under the chain's spill folder but the done marker; abort every upload a marker names
+    but ``keep_upload``."""
     aborted = 0
     keys: list[str] = []
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=s.spill_bucket, Prefix=s.spill_dir):
-        keys.extend(str(o["Key"]) for o in page.get("Contents", ()))
+        keys.extend(str(o["Key"]) for o in page.get("Contents", ()) if o["Key"] != done_key(s.spill_dir))
     for key in keys:
         if key.startswith(f"{s.spill_dir}upload-"):
             upload_id = client.get_object(Bucket=s.spill_bucket, Key=key)["Body"].read().decode()
