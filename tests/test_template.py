@@ -219,6 +219,18 @@ def check_retries(t: Template) -> None:
         )
 
 
+_OUTPUT = {
+    "s3:PutObject": {"${OutputBucket.Arn}/*"},
+    "s3:GetObject": {"${OutputBucket.Arn}/*"},
+    "s3:ListBucket": {"${OutputBucket.Arn}"},
+    "s3:DeleteObject": {"${OutputBucket.Arn}/_recurse_lambda/writer/*"},
+}
+OUTPUT_WRITERS: dict[str, dict[str, set[str]]] = {
+    "ProjectJsonlFunction": _OUTPUT,
+    "ManifestFunction": _OUTPUT,
+}
+
+
 def check_s3_access(t: Template) -> None:
     """S3 read on the input bucket, read and write on the spill prefix, listing of those two buckets, no more."""
     input_bucket = "arn:${AWS::Partition}:s3:::${InputBucketName}"
@@ -232,6 +244,9 @@ def check_s3_access(t: Template) -> None:
             "s3:PutObject": {spill_objects},
             "s3:ListBucket": {input_bucket, "${" + spill_bucket + ".Arn}"},
         }
+        outputs = OUTPUT_WRITERS.get(name, {})  # the writers' output bucket (tests/test_writer_template.py)
+        for action, resources in outputs.items():
+            allowed[action] = allowed.get(action, set()) | resources
         for statement in function_statements(t, name):
             for action in (
                 "s3:GetObject",
@@ -246,7 +261,8 @@ def check_s3_access(t: Template) -> None:
         granted_puts = set().union(
             *(resource_texts(s) for s in function_statements(t, name) if grants(s, "s3:PutObject"))
         )
-        assert granted_puts == {spill_objects}, f"{name}: the spill prefix must be writable: {granted_puts}"
+        expected_puts = {spill_objects} | outputs.get("s3:PutObject", set())
+        assert granted_puts == expected_puts, f"{name}: the spill prefix must be writable: {granted_puts}"
 
 
 def check_dynamodb_access(t: Template) -> None:
@@ -330,7 +346,13 @@ def test_cfn_lint_passes() -> None:
 
 def test_the_template_deploys_the_three_examples(template: Template) -> None:
     handlers = {props["Handler"] for props in chain_functions(template).values()}
-    assert handlers == {"line_count.handler", "csv_aggregate.handler", "enrich.handler"}
+    assert handlers == {
+        "line_count.handler",
+        "csv_aggregate.handler",
+        "enrich.handler",
+        "project_jsonl.handler",
+        "manifest.handler",
+    }
     for handler in handlers:
         assert (TEMPLATE.parent / f"{handler.split('.')[0]}.py").exists()
         assert max_attempts_of(handler) >= 1

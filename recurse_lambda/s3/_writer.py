@@ -1,0 +1,431 @@
+"""An S3 output written exactly once across hops: a multipart upload whose position lives in the chain's state.
+
+The facts this is built on (Amazon S3 User Guide, "Amazon S3 multipart upload limits",
+https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html): parts are 5 MiB to 5 GiB except the last,
+which has no minimum; part numbers run from 1 to 10,000. Re-uploading a part number replaces the part, so a
+retry that re-uploads the parts after the last commit (same numbers) is idempotent. ``UploadPart`` takes no
+conditional headers; ``CompleteMultipartUpload`` and ``PutObject`` take ``If-None-Match: *`` and ``If-Match``
+(412 when the condition fails; 409 ``ConditionalRequestConflict`` on a concurrent conflicting write, after which
+AWS says to start the upload again: "Conditional requests" and the API reference of CompleteMultipartUpload,
+https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html).
+
+:class:`WriterState` is a field of the user's state. It holds the upload id, the committed parts (number, ETag,
+size, MD5), the byte count and a reference to the *tail*: the bytes that do not fill a part yet. Whenever the
+state is dumped (a checkpoint or a hand-off: the only moments anything is committed), a serializer hook first
+spills the tail to a small object ``<spill prefix><chain id>/tail-<part>-<md5>`` (content-addressed, so an
+uncommitted attempt can never overwrite what a committed state points at), so the envelope carries a reference,
+never the bytes. The next hop reads the tail back and goes on. Everything under ``<spill prefix><chain id>/`` is
+deleted when the object is completed or the upload aborted.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from ..errors import ConfigurationError, ObjectChangedError, S3Error
+from ._source import error_code, raise_s3_error
+from ._writer_state import (
+    GONE,
+    WriterPart,
+    WriterState,
+    WriterTail,
+    abort_upload,
+    cleanup,
+    done_key,
+    marker_key,
+    md5_hex,
+    multipart_etag,
+)
+
+__all__ = [
+    "MIN_PART_SIZE",
+    "OutputExistsError",
+    "S3Writer",
+    "WriterPart",
+    "WriterState",
+    "WriterTail",
+    "abort_upload",
+    "make_writer",
+    "multipart_etag",
+    "open_writer",
+]
+
+MIB = 1024 * 1024
+MIN_PART_SIZE = 5 * MIB  # every part but the last (qfacts.html)
+MAX_PART_SIZE = 5 * 1024 * MIB
+MAX_PARTS = 10_000
+DEFAULT_PART_SIZE = 8 * MIB
+SPILL_PREFIX = "_recurse_lambda/writer/"
+META = "recurse-lambda-writer"  # x-amz-meta-…: names the chain that wrote the object, to recognise it later
+_FAILED = frozenset({"PreconditionFailed", "412"})
+_CONFLICT = frozenset({"ConditionalRequestConflict", "409"})
+
+
+class OutputExistsError(ObjectChangedError):
+    """The output key holds an object the writer may not replace (``if_exists="fail"``), or another writer's.
+
+    Permanent (it derives from :class:`ObjectChangedError`): retrying would not change the answer.
+    """
+
+    def __init__(self, bucket: str, key: str, message: str) -> None:
+        self.bucket, self.key = bucket, key
+        self.expected_etag, self.current_etag = "", None
+        S3Error.__init__(self, f"s3://{bucket}/{key}: {message}")
+
+
+class S3Writer:
+    """Bytes to ``s3://bucket/key``, in parts of ``part_size``; the object appears at :meth:`complete`.
+
+    ``if_exists``: ``"fail"`` (the default) raises :class:`OutputExistsError` at once, before any work, when
+    the key holds an object; ``"replace"`` replaces it (completing with ``If-Match`` on the ETag seen now).
+    ``concurrency``: 1 (the default) uploads each part as it fills; N > 1 keeps up to N - 1 uploads in flight
+    while the next part fills (memory: N × ``part_size`` plus the part filling). ``min_part_size`` exists only
+    for tests against servers that lower S3's 5 MiB minimum (moto's ``S3_UPLOAD_PART_MIN_SIZE``).
+    """
+
+    def __init__(
+        self,
+        client_getter: Callable[[], Any],
+        bucket: str,
+        key: str,
+        state: WriterState,
+        *,
+        chain_id: str,
+        if_exists: str = "fail",
+        part_size: int = DEFAULT_PART_SIZE,
+        spill_bucket: str | None = None,
+        spill_prefix: str = SPILL_PREFIX,
+        content_type: str | None = None,
+        min_part_size: int = MIN_PART_SIZE,
+        concurrency: int = 1,
+    ) -> None:
+        if if_exists not in ("fail", "replace"):
+            raise ConfigurationError(f"if_exists must be 'fail' or 'replace', not {if_exists!r}")
+        if not min_part_size <= part_size <= MAX_PART_SIZE:
+            raise ConfigurationError(
+                f"part_size {part_size} is outside S3's part sizes ({min_part_size} to {MAX_PART_SIZE} bytes)"
+            )
+        if not isinstance(state, WriterState):
+            raise ConfigurationError(f"state must be a WriterState field of the chain's state, not {state!r}")
+        if state.bucket and (state.bucket, state.key) != (bucket, key):
+            raise ConfigurationError(
+                f"this WriterState writes s3://{state.bucket}/{state.key}, not s3://{bucket}/{key}"
+            )
+        self._client_getter = client_getter
+        self._client: Any = None
+        self.state = state
+        self.part_size = part_size
+        self.content_type = content_type
+        self.concurrency = concurrency
+        self._pool: ThreadPoolExecutor | None = None
+        self._inflight: deque[tuple[int, int, Future[tuple[str, str]]]] = deque()
+        self._buffer = bytearray()
+        self._synced: tuple[int, str] | None = None  # (size, md5) of the tail the state points at
+        self._cleaned = False
+        self._replay = False  # the object was finished by an earlier attempt: later writes are replays
+        if not state.condition:  # the first use: the choice about an existing object is made now
+            state.bucket, state.key, state.token = bucket, key, chain_id
+            state.spill_bucket = spill_bucket or bucket
+            state.spill_dir = f"{spill_prefix}{chain_id}/"
+            state.condition = self._initial_condition(if_exists)
+        elif state.tail is not None and not state.done:
+            tail = self._read_tail(state.tail)
+            if tail is not None:
+                self._buffer = bytearray(tail)
+                self._synced = (state.tail.size, state.tail.key.rsplit("-", 1)[-1])
+        state.attach(self)
+
+    def __repr__(self) -> str:
+        s = self.state
+        return f"S3Writer(s3://{s.bucket}/{s.key}, bytes={s.size}, parts={len(s.parts)}, done={s.done})"
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._client_getter()
+        return self._client
+
+    # ------------------------------------------------------------------------------------------ writing
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Append ``data``; every full part is uploaded now. Returns ``len(data)``."""
+        if self.state.done:
+            if self._replay:
+                return len(data)  # an earlier attempt finished the object with these very bytes
+            raise ConfigurationError(f"s3://{self.state.bucket}/{self.state.key} is complete: no more writes")
+        n = len(data)
+        self._buffer += data
+        self.state.size += n
+        while len(self._buffer) >= self.part_size and not self.state.done:
+            chunk = bytes(self._buffer[: self.part_size])
+            del self._buffer[: self.part_size]
+            self._upload_part(chunk)
+        return n
+
+    def sync(self) -> None:
+        """Make the state describe every byte written: wait for the parts in flight, spill the tail if it
+        changed (every dump of the state does this)."""
+        s = self.state
+        self._drain()
+        if s.done:
+            return
+        if not self._buffer:
+            s.tail, self._synced = None, (0, "")
+            return
+        md5 = md5_hex(self._buffer)
+        if self._synced == (len(self._buffer), md5) and s.tail is not None:
+            return
+        key = f"{s.spill_dir}tail-{len(s.parts) + 1:05d}-{md5}"
+        try:
+            response = self.client.put_object(Bucket=s.spill_bucket, Key=key, Body=bytes(self._buffer))
+        except ClientError as exc:
+            raise_s3_error(exc, s.spill_bucket, key, "spill the output's tail to")
+        s.tail = WriterTail(key=key, etag=str(response["ETag"]), size=len(self._buffer))
+        self._synced = (len(self._buffer), md5)
+
+    def complete(self) -> dict[str, Any]:
+        """Make the object appear, once: ``{"bucket", "key", "etag" (no quotes), "bytes"}``. Idempotent."""
+        s = self.state
+        self._drain()
+        if not s.done:
+            if not s.upload_id:
+                self._put_whole()
+            else:
+                if self._buffer or not s.parts:
+                    chunk = bytes(self._buffer)
+                    self._buffer.clear()
+                    self._upload_part(chunk)
+                    self._drain()
+                if not s.done:
+                    self._complete_upload()
+            s.tail = None
+            self._buffer.clear()
+            self._prove_done()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+        if not self._cleaned:  # also after a replay: the attempt that completed may have died before this
+            self._cleanup(keep_upload=s.upload_id)
+            self._cleaned = True
+        return {"bucket": s.bucket, "key": s.key, "etag": s.etag.strip('"'), "bytes": s.size}
+
+    def abort(self) -> None:
+        """Abort the upload and delete the spilled tails (what a CANCELLED chain does)."""
+        abort_upload(self.state, self.client)
+
+    # ------------------------------------------------------------------------------------------ the requests
+
+    def _initial_condition(self, if_exists: str) -> str:
+        s = self.state
+        try:
+            head = self.client.head_object(Bucket=s.bucket, Key=s.key)
+        except ClientError as exc:
+            if error_code(exc) in {"404", "NoSuchKey", "NotFound"}:
+                return "*"
+            raise_s3_error(exc, s.bucket, s.key, "inspect the output", client=self.client)
+        if self._ours(head):
+            self._adopt(head)  # this chain finished it, and crashed before it could record so
+            return "*"
+        if if_exists == "fail":
+            raise OutputExistsError(
+                s.bucket, s.key, f"the output already exists (ETag {head['ETag']}); pass if_exists='replace'"
+            )
+        return str(head["ETag"])
+
+    def _conditions(self) -> dict[str, str]:
+        c = self.state.condition
+        return {"IfNoneMatch": "*"} if c == "*" else {"IfMatch": c}
+
+    def _extra(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"Metadata": {META: self.state.token}}
+        if self.content_type:
+            extra["ContentType"] = self.content_type
+        return extra
+
+    def _adopt(self, head: dict[str, Any]) -> None:
+        """Take the finished object as this writer's: every later write replays bytes already in it."""
+        s = self.state
+        s.etag, s.size, s.tail = str(head["ETag"]), int(head["ContentLength"]), None
+        self._buffer.clear()
+        self._replay = True
+
+    def _finished_by_us(self) -> bool:
+        """True (and the object adopted) when the key holds the object this chain completed."""
+        s = self.state
+        try:
+            head = self.client.head_object(Bucket=s.bucket, Key=s.key)
+        except ClientError:
+            return False
+        if not self._ours(head):
+            return False
+        self._adopt(head)
+        return True
+
+    def _prove_done(self) -> None:
+        """On a server that kept no metadata (the JuiceFS gateway), leave a marker a retry can recognise the
+        object by: it survives the cleanup of the spill folder and expires with its lifecycle rule."""
+        s = self.state
+        if not self._replay:
+            head = self.client.head_object(Bucket=s.bucket, Key=s.key)
+            if (head.get("Metadata") or {}).get(META) != s.token:
+                self.client.put_object(Bucket=s.spill_bucket, Key=done_key(s.spill_dir), Body=s.etag.encode())
+
+    def _ours(self, head: dict[str, Any]) -> bool:
+        """Whether the object HEAD describes is the one this chain completed (its metadata, or the done marker)."""
+        s = self.state
+        if (head.get("Metadata") or {}).get(META) == s.token:
+            return True
+        try:
+            marker = self.client.get_object(Bucket=s.spill_bucket, Key=done_key(s.spill_dir))
+        except ClientError:
+            return False
+        return bool(marker["Body"].read().decode() == str(head["ETag"]))
+
+    def _read_tail(self, tail: WriterTail) -> bytes | None:
+        s = self.state
+        try:
+            response = self.client.get_object(Bucket=s.spill_bucket, Key=tail.key, IfMatch=tail.etag)
+            data = bytes(response["Body"].read())
+        except ClientError as exc:
+            if error_code(exc) in {"NoSuchKey", "404"} and self._finished_by_us():
+                return None  # the completion deleted it: the object is finished
+            raise_s3_error(exc, s.spill_bucket, tail.key, "read the output's spilled tail from")
+        if len(data) != tail.size:
+            raise S3Error(
+                f"the spilled tail s3://{s.spill_bucket}/{tail.key} has {len(data)} bytes, not {tail.size}"
+            )
+        return data
+
+    def _upload_part(self, chunk: bytes) -> None:
+        """Upload the next part: in the background when ``concurrency`` > 1 (at most that many in flight)."""
+        s = self.state
+        number = len(s.parts) + len(self._inflight) + 1
+        if number > MAX_PARTS:
+            raise ConfigurationError(
+                f"s3://{s.bucket}/{s.key} needs more than {MAX_PARTS} parts of {self.part_size} bytes: "
+                "pass a larger part_size"
+            )
+        if not s.upload_id:
+            try:
+                created = self.client.create_multipart_upload(Bucket=s.bucket, Key=s.key, **self._extra())
+                s.upload_id = str(created["UploadId"])
+                # A marker under the chain's spill folder: an upload created by an attempt that never committed
+                # is found (and aborted) when the chain completes or is cancelled.
+                self.client.put_object(
+                    Bucket=s.spill_bucket, Key=marker_key(s.spill_dir, s.upload_id), Body=s.upload_id.encode()
+                )
+            except ClientError as exc:
+                raise_s3_error(exc, s.bucket, s.key, "start the multipart upload of")
+        if self.concurrency <= 1:
+            self._collect(number, len(chunk), self._send, (number, chunk))
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="s3-writer")
+        self._inflight.append((number, len(chunk), self._pool.submit(self._send, number, chunk)))
+        while len(self._inflight) >= self.concurrency:
+            self._drain(1)
+
+    def _send(self, number: int, chunk: bytes) -> tuple[str, str]:
+        s = self.state
+        response = self.client.upload_part(
+            Bucket=s.bucket, Key=s.key, UploadId=s.upload_id, PartNumber=number, Body=chunk
+        )
+        return str(response["ETag"]), md5_hex(chunk)
+
+    def _drain(self, n: int | None = None) -> None:
+        """Wait for the oldest ``n`` uploads in flight (all when None) and record them in order."""
+        while self._inflight and (n is None or n > 0):
+            number, size, future = self._inflight.popleft()
+            self._collect(number, size, future.result, ())
+            n = None if n is None else n - 1
+
+    def _collect(
+        self, number: int, size: int, call: Callable[..., tuple[str, str]], args: tuple[Any, ...]
+    ) -> None:
+        s = self.state
+        try:
+            etag, md5 = call(*args)
+        except Exception as exc:
+            # S3 answers NoSuchUpload once the upload is complete (moto 5 raises an internal KeyError instead):
+            # whatever the answer, an object this chain finished means an earlier attempt completed the upload
+            # and died before it could record so.
+            if s.done or self._finished_by_us():
+                self._inflight.clear()
+                return
+            if isinstance(exc, ClientError):
+                raise_s3_error(exc, s.bucket, s.key, f"upload part {number} of")
+            raise
+        if not s.done:
+            s.parts.append(WriterPart(number=number, etag=etag, size=size, md5=md5))
+
+    def _put_whole(self) -> None:
+        s = self.state
+        body = bytes(self._buffer)
+        try:
+            response = self.client.put_object(
+                Bucket=s.bucket, Key=s.key, Body=body, **self._conditions(), **self._extra()
+            )
+        except ClientError as exc:
+            self._recognise(exc, f'"{md5_hex(body)}"')
+            return
+        s.etag = str(response["ETag"])
+
+    def _complete_upload(self) -> None:
+        s = self.state
+        parts = [{"ETag": p.etag, "PartNumber": p.number} for p in s.parts]
+        try:
+            response = self.client.complete_multipart_upload(
+                Bucket=s.bucket,
+                Key=s.key,
+                UploadId=s.upload_id,
+                MultipartUpload={"Parts": parts},
+                **self._conditions(),
+            )
+        except ClientError as exc:
+            self._recognise(exc, multipart_etag([p.md5 for p in s.parts]))
+            return
+        s.etag = str(response["ETag"])
+
+    def _recognise(self, exc: ClientError, expected_etag: str) -> None:
+        """After a refused completion: the object this chain finished before (not recorded), or an error."""
+        s = self.state
+        code = error_code(exc)
+        if code in _CONFLICT:
+            raise OutputExistsError(
+                s.bucket,
+                s.key,
+                "another write to the key conflicted with the completion (409); the chain stops",
+            ) from exc
+        if code not in _FAILED | GONE:
+            raise_s3_error(exc, s.bucket, s.key, "complete")
+        try:
+            head = self.client.head_object(Bucket=s.bucket, Key=s.key)
+        except ClientError as head_exc:
+            raise_s3_error(head_exc, s.bucket, s.key, "inspect the output")
+        etag = str(head["ETag"])
+        ours = etag == expected_etag or self._ours(head)
+        if not ours or int(head["ContentLength"]) != s.size:
+            raise OutputExistsError(
+                s.bucket, s.key, f"another writer's object is at the key (ETag {etag}); the chain stops"
+            ) from exc
+        s.etag = etag  # this chain completed it before, and the record of it was lost: finish now
+
+    def _cleanup(self, keep_upload: str = "") -> None:
+        cleanup(self.client, self.state, keep_upload)
+
+
+def make_writer(
+    client_getter: Callable[[], Any], bucket: str, key: str, state: WriterState, **opts: Any
+) -> S3Writer:
+    """The writer ``run.s3.writer`` returns (``opts`` as for :class:`S3Writer`; ``chain_id`` is required)."""
+    return S3Writer(client_getter, bucket, key, state, **opts)
+
+
+def open_writer(run: Any, bucket: str, key: str, state: WriterState, **opts: Any) -> S3Writer:
+    """A writer for a handler's ``run``: over ``run.s3``'s client, its spill folder named by ``run.chain_id``."""
+    return S3Writer(lambda: run.s3.client, bucket, key, state, chain_id=run.chain_id, **opts)

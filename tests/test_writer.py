@@ -1,0 +1,283 @@
+"""The resumable S3 writer on moto: small and multipart outputs, hand-offs through a dumped state, the
+recognition of an object the chain finished before, existing objects, and aborts (s3/_writer.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import moto.s3.models
+import pytest
+from pydantic import BaseModel
+
+from recurse_lambda.s3._writer import OutputExistsError, S3Writer, make_writer
+from recurse_lambda.s3._writer_state import WriterState, abort_upload, multipart_etag
+from recurse_lambda.s3._writer_text import CsvWriter, JsonLinesWriter, TextWriter
+
+BUCKET = "out"
+PART = 1024  # tests lower S3's 5 MiB minimum part size (moto's too) so that outputs have many parts
+
+
+class State(BaseModel):
+    out: WriterState = WriterState()
+    n: int = 0
+
+
+@pytest.fixture
+def s3(moto_s3: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    monkeypatch.setattr(moto.s3.models, "S3_UPLOAD_PART_MIN_SIZE", PART)
+    moto_s3.create_bucket(Bucket=BUCKET)
+    yield moto_s3
+
+
+def writer(s3: Any, state: WriterState, key: str = "o", **opts: Any) -> S3Writer:
+    opts.setdefault("part_size", PART)
+    return make_writer(lambda: s3, BUCKET, key, state, chain_id="chain-1", min_part_size=PART, **opts)
+
+
+def commit(state: State) -> str:
+    """What a checkpoint or hand-off does: dump the state (the tail is spilled then)."""
+    return json.dumps(state.model_dump(mode="json", round_trip=True))
+
+
+def load(committed: str) -> State:
+    return State.model_validate(json.loads(committed))
+
+
+def hand_off(state: State) -> State:
+    return load(commit(state))
+
+
+def body(s3: Any, key: str = "o") -> bytes:
+    return bytes(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+
+
+def keys(s3: Any) -> list[str]:
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", ())]
+
+
+def open_uploads(s3: Any) -> list[Any]:
+    return list(s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", ()))
+
+
+def test_a_small_output_is_one_conditional_put(s3: Any) -> None:
+    state = State()
+    out = writer(s3, state.out)
+    out.write(b"hello ")
+    out.write(b"world\n")
+    info = out.complete()
+    assert body(s3) == b"hello world\n"
+    assert info == {
+        "bucket": BUCKET,
+        "key": "o",
+        "etag": hashlib.md5(b"hello world\n").hexdigest(),
+        "bytes": 12,
+    }
+    assert keys(s3) == ["o"] and open_uploads(s3) == []
+    assert out.complete() == info  # idempotent
+
+
+def test_parts_across_hand_offs_make_one_object(s3: Any) -> None:
+    data = bytes(range(256)) * 23  # 5,888 bytes: 5 full parts and a tail
+    state = State()
+    for i in range(0, len(data), 700):
+        out = writer(s3, state.out)
+        out.write(data[i : i + 700])
+        state = hand_off(state)
+        if i < len(data) - 700:
+            assert "o" not in keys(s3)  # nothing appears before the completion
+    info = writer(s3, state.out).complete()
+    assert body(s3) == data
+    assert info["etag"] == multipart_etag([p.md5 for p in state.out.parts]).strip('"')
+    assert len(state.out.parts) == 6 and keys(s3) == ["o"] and open_uploads(s3) == []
+
+
+@pytest.mark.parametrize("concurrency", [2, 4])
+def test_parts_uploaded_in_the_background_are_committed_in_order(s3: Any, concurrency: int) -> None:
+    data = bytes(range(256)) * 40
+    state = State()
+    for i in range(0, len(data), 2500):
+        out = writer(s3, state.out, concurrency=concurrency)
+        out.write(data[i : i + 2500])
+        state = hand_off(state)  # the dump waits for the uploads in flight
+        assert [p.number for p in state.out.parts] == list(range(1, len(state.out.parts) + 1))
+        assert sum(p.size for p in state.out.parts) + (state.out.tail.size if state.out.tail else 0) == min(
+            i + 2500, len(data)
+        )
+    writer(s3, state.out, concurrency=concurrency).complete()
+    assert body(s3) == data and open_uploads(s3) == []
+
+
+def test_the_tail_is_spilled_not_carried(s3: Any) -> None:
+    state = State()
+    writer(s3, state.out).write(b"x" * 900)
+    dumped = state.model_dump(mode="json")
+    assert len(json.dumps(dumped)) < 2000 and dumped["out"]["tail"]["size"] == 900
+    assert any(k.startswith("_recurse_lambda/writer/chain-1/tail-") for k in keys(s3))
+
+
+def test_a_retry_after_an_unrecorded_completion_finishes(s3: Any) -> None:
+    data = b"abcdefghij" * 300
+    state = State()
+    writer(s3, state.out).write(data[:1500])
+    committed = commit(state)  # the last commit before the completing hop
+    out = writer(s3, load(committed).out)
+    out.write(data[1500:])
+    first = out.complete()  # ... and the hop dies before it records the end
+    retry = load(committed)
+    out = writer(s3, retry.out)
+    out.write(data[1500:])
+    assert out.complete() == first
+    assert body(s3) == data and keys(s3) == ["o"] and open_uploads(s3) == []
+
+
+def test_a_retry_of_a_small_output_after_an_unrecorded_put(s3: Any) -> None:
+    fresh = State()
+    out = writer(s3, fresh.out)
+    out.write(b"tiny\n")
+    first = out.complete()
+    out = writer(s3, State().out)  # the retry starts from nothing: the first hop never committed
+    out.write(b"tiny\n")
+    assert out.complete() == first and keys(s3) == ["o"]
+
+
+def test_an_existing_object_fails_before_any_work_or_is_replaced(s3: Any) -> None:
+    s3.put_object(Bucket=BUCKET, Key="o", Body=b"old")
+    with pytest.raises(OutputExistsError, match="already exists"):
+        writer(s3, State().out)
+    state = State()
+    out = writer(s3, state.out, if_exists="replace")
+    out.write(b"new" * 1000)
+    out.complete()
+    assert body(s3) == b"new" * 1000
+
+
+def test_a_replacement_never_overwrites_a_newer_object(s3: Any) -> None:
+    s3.put_object(Bucket=BUCKET, Key="o", Body=b"old")
+    state = State()
+    out = writer(s3, state.out, if_exists="replace")
+    out.write(b"new")
+    s3.put_object(Bucket=BUCKET, Key="o", Body=b"someone else's")  # changed after the writer saw it
+    with pytest.raises(OutputExistsError, match="another writer"):
+        out.complete()
+    assert body(s3) == b"someone else's"
+
+
+def test_a_new_object_never_overwrites_one_that_appeared(s3: Any) -> None:
+    state = State()
+    out = writer(s3, state.out)
+    out.write(b"z" * 3000)
+    s3.put_object(Bucket=BUCKET, Key="o", Body=b"first")
+    with pytest.raises(OutputExistsError):
+        out.complete()
+    assert body(s3) == b"first"
+
+
+def test_abort_upload_leaves_nothing(s3: Any) -> None:
+    state = State()
+    writer(s3, state.out).write(b"q" * 2500)
+    dumped = hand_off(state).model_dump(mode="json")
+    assert open_uploads(s3) and keys(s3)
+    assert abort_upload(dumped, s3) == 1
+    assert open_uploads(s3) == [] and keys(s3) == []
+
+
+def test_an_upload_of_an_attempt_that_never_committed_is_aborted_at_the_end(s3: Any) -> None:
+    lost = State()
+    writer(s3, lost.out).write(b"a" * 2500)  # uploads parts, then dies before any commit
+    state = State()
+    out = writer(s3, state.out)
+    out.write(b"a" * 2500)
+    out.complete()
+    assert open_uploads(s3) == [] and keys(s3) == ["o"]
+
+
+def test_bad_options_are_refused_before_any_request() -> None:
+    from recurse_lambda.errors import ConfigurationError
+
+    def no_client() -> Any:
+        raise AssertionError("no request")
+
+    with pytest.raises(ConfigurationError, match="if_exists"):
+        make_writer(no_client, BUCKET, "o", WriterState(), chain_id="c", if_exists="maybe")
+    with pytest.raises(ConfigurationError, match="part_size"):
+        make_writer(no_client, BUCKET, "o", WriterState(), chain_id="c", part_size=1024)
+
+
+def test_text_helpers(s3: Any) -> None:
+    state = State()
+    out = writer(s3, state.out)
+    TextWriter(out).write_line("ünïcode")
+    JsonLinesWriter(out).write_record({"a": "é", "b": [1, 2]})
+    csv_out = CsvWriter(out, header=["x", "y"])  # not at the start: no header
+    csv_out.write_row(["1,5", 'say "hi"'])
+    out.complete()
+    assert body(s3) == 'ünïcode\n{"a":"é","b":[1,2]}\n"1,5","say ""hi"""\r\n'.encode()
+    state2 = State()
+    out2 = writer(s3, state2.out, key="c")
+    CsvWriter(out2, header=["x", "y"]).write_row([1, 2])
+    out2.complete()
+    assert body(s3, "c") == b"x,y\r\n1,2\r\n"
+
+
+def test_a_retry_after_a_completion_whose_cleanup_was_lost_finishes(s3: Any) -> None:
+    """The completing hop died between CompleteMultipartUpload and the deletion of the spilled tail: the retry
+    reads the tail, its next part upload finds the upload gone, and it recognises the object as its own."""
+    data = b"0123456789" * 400
+    state = State()
+    writer(s3, state.out).write(data[:1500])
+    committed = commit(state)
+    tail = load(committed).out.tail
+    assert tail is not None
+    spilled = body(s3, tail.key)
+    out = writer(s3, load(committed).out)
+    out.write(data[1500:])
+    first = out.complete()
+    s3.put_object(Bucket=BUCKET, Key=tail.key, Body=spilled)  # as if the cleanup never ran
+    out = writer(s3, load(committed).out)
+    out.write(data[1500:])  # the upload is complete: these writes replay bytes already in the object
+    assert out.complete() == first
+    assert body(s3) == data and keys(s3) == ["o"] and open_uploads(s3) == []
+
+
+def test_a_completed_writer_refuses_more_writes(s3: Any) -> None:
+    from recurse_lambda.errors import ConfigurationError
+
+    out = writer(s3, State().out)
+    out.write(b"a")
+    out.complete()
+    with pytest.raises(ConfigurationError, match="complete"):
+        out.write(b"b")
+
+
+def test_which_conditional_writes_moto_honours(s3: Any) -> None:
+    """What docs/outputs.md says about moto (5.x): PutObject honours If-None-Match: * and If-Match;
+    CompleteMultipartUpload honours If-None-Match: * but ignores If-Match, and a second completion of the same
+    upload returns the object instead of NoSuchUpload. The writer's own checks do not depend on the last two."""
+    from botocore.exceptions import ClientError
+
+    s3.put_object(Bucket=BUCKET, Key="k", Body=b"1")
+    with pytest.raises(ClientError, match="PreconditionFailed"):
+        s3.put_object(Bucket=BUCKET, Key="k", Body=b"2", IfNoneMatch="*")
+    with pytest.raises(ClientError, match="PreconditionFailed"):
+        s3.put_object(Bucket=BUCKET, Key="k", Body=b"2", IfMatch='"0123"')
+
+    def upload() -> tuple[str, list[dict[str, Any]]]:
+        uid = s3.create_multipart_upload(Bucket=BUCKET, Key="k")["UploadId"]
+        etag = s3.upload_part(Bucket=BUCKET, Key="k", UploadId=uid, PartNumber=1, Body=b"p")["ETag"]
+        return uid, [{"ETag": etag, "PartNumber": 1}]
+
+    uid, parts = upload()
+    with pytest.raises(ClientError, match="PreconditionFailed"):
+        s3.complete_multipart_upload(
+            Bucket=BUCKET, Key="k", UploadId=uid, MultipartUpload={"Parts": parts}, IfNoneMatch="*"
+        )
+    s3.complete_multipart_upload(  # If-Match with a wrong ETag: moto completes anyway (S3 answers 412)
+        Bucket=BUCKET, Key="k", UploadId=uid, MultipartUpload={"Parts": parts}, IfMatch='"0123"'
+    )
+    again = s3.complete_multipart_upload(
+        Bucket=BUCKET, Key="k", UploadId=uid, MultipartUpload={"Parts": parts}
+    )
+    assert again["ETag"] == s3.head_object(Bucket=BUCKET, Key="k")["ETag"]
