@@ -24,9 +24,7 @@ from pydantic import BaseModel
 
 from recurse_lambda import Run, recursive
 from recurse_lambda.aws import ledger_from_env
-from recurse_lambda.s3._listing import KeyLister
-from recurse_lambda.s3._writer import open_writer
-from recurse_lambda.s3._writer_state import WriterState
+from recurse_lambda.s3 import WriterState
 
 
 class Progress(BaseModel):
@@ -38,10 +36,10 @@ class Progress(BaseModel):
 
 @recursive(state=Progress, ledger=ledger_from_env())
 def handler(event: dict[str, Any], state: Progress, run: Run) -> Generator[None, None, dict[str, Any]]:
-    out = open_writer(run, event["out_bucket"], event["out_key"], state.out)
+    out = run.s3.writer(event["out_bucket"], event["out_key"], state.out)
     presign = event.get("presign_seconds")
     client = run.s3.client
-    for batch in KeyLister(client, event["bucket"], event["prefix"], start_after=state.after).batches():
+    for batch in run.s3.keys(event["bucket"], event["prefix"], start_after=state.after).batches():
         lines = []
         for obj in batch:
             line: dict[str, Any] = {"key": obj.key, "size": obj.size, "etag": obj.etag}

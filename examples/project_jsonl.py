@@ -26,8 +26,7 @@ from pydantic import BaseModel
 
 from recurse_lambda import Run, recursive
 from recurse_lambda.aws import ledger_from_env
-from recurse_lambda.s3._writer import open_writer
-from recurse_lambda.s3._writer_state import WriterState
+from recurse_lambda.s3 import WriterState
 
 JSON_WHITESPACE = b" \t\r\n"
 
@@ -60,7 +59,7 @@ def project(line: bytes) -> bytes | None:
 
 @recursive(state=Progress, ledger=ledger_from_env())
 def handler(event: dict[str, Any], state: Progress, run: Run) -> Generator[None, None, dict[str, Any]]:
-    out = open_writer(run, event["out_bucket"], event["out_key"], state.out)  # checks the key first
+    out = run.s3.writer(event["out_bucket"], event["out_key"], state.out)  # checks the key first
     reader = run.s3.lines(event["bucket"], event["key"], start=state.offset, encoding=None)
     for batch in reader.batches(20_000):
         lines = []

@@ -24,6 +24,7 @@ RecurseLambdaError
 └── S3Error                     S3 trouble, named precisely
     ├── ObjectNotFoundError / BucketNotFoundError / AccessDeniedError
     └── ObjectChangedError      the pinned object changed under a running chain
+        └── OutputExistsError   the writer's output key holds an object it may not replace
 """
 
 from __future__ import annotations
@@ -248,3 +249,15 @@ class OutOfTime(RecurseLambdaError, TimeoutError):
     A ``TimeoutError``: catch it and ``yield`` (a safe point), and the runner hands off so that the next hop
     tries the await again with a whole invocation; uncaught, it fails the attempt and Lambda retries it.
     """
+
+
+class OutputExistsError(ObjectChangedError):
+    """The output key holds an object the writer may not replace (``if_exists="fail"``), or another writer's.
+
+    Permanent (it derives from :class:`ObjectChangedError`): retrying would not change the answer.
+    """
+
+    def __init__(self, bucket: str, key: str, message: str) -> None:
+        self.bucket, self.key = bucket, key
+        self.expected_etag, self.current_etag = "", None
+        S3Error.__init__(self, f"s3://{bucket}/{key}: {message}")

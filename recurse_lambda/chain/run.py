@@ -107,7 +107,7 @@ class Run:
 
             world = self._world
             getter = world.s3_client or world.warm.client_getter("s3")
-            self._s3 = S3Helpers(getter, self.pins, cache=world.warm.cache)
+            self._s3 = S3Helpers(getter, self.pins, cache=world.warm.cache, chain_id=self.chain_id)
         return self._s3
 
     def __repr__(self) -> str:

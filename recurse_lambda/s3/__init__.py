@@ -1,18 +1,24 @@
-"""Large S3 objects: ETag-pinned sources, resumable readers with prefetch, and the warm-container cache.
+"""Large S3 objects: ETag-pinned sources, resumable readers with prefetch, the exactly-once writer, the listing of a
+prefix, and the warm-container cache.
 
 Readers share one base, :class:`Reader`; :data:`FORMATS` is the table of formats (see ``s3/_formats.py``).
 """
 
+from ..errors import OutputExistsError
 from ._cache import CacheStats, S3Cache
 from ._csv import CsvReader
 from ._formats import FORMATS, register_format
 from ._helpers import S3Helpers
 from ._jsonl import JsonLinesReader
 from ._lines import LineReader
+from ._listing import KeyBatch, KeyLister, KeyRecord
 from ._objects import list_objects
 from ._prefetch import ByteSource
 from ._readers import Batch, Block, ChunkReader, ListBlock, MalformedRecordError, Reader
 from ._source import PinnedSource
+from ._writer import S3Writer
+from ._writer_state import WriterState, abort_upload
+from ._writer_text import CsvWriter, JsonLinesWriter, TextWriter
 
 __all__ = [
     "FORMATS",
@@ -22,14 +28,24 @@ __all__ = [
     "CacheStats",
     "ChunkReader",
     "CsvReader",
+    "CsvWriter",
     "JsonLinesReader",
+    "JsonLinesWriter",
+    "KeyBatch",
+    "KeyLister",
+    "KeyRecord",
     "LineReader",
     "ListBlock",
     "MalformedRecordError",
+    "OutputExistsError",
     "PinnedSource",
     "Reader",
     "S3Cache",
     "S3Helpers",
+    "S3Writer",
+    "TextWriter",
+    "WriterState",
+    "abort_upload",
     "list_objects",
     "register_format",
 ]

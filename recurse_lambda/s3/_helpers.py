@@ -11,8 +11,11 @@ from ._csv import CsvReader
 from ._formats import open_reader, reader_class
 from ._jsonl import JsonLinesReader
 from ._lines import LineReader
+from ._listing import KeyLister, make_keys
 from ._readers import ChunkReader, Reader
 from ._source import PinnedSource, raise_s3_error
+from ._writer import S3Writer, make_writer
+from ._writer_state import WriterState
 
 __all__ = ["S3Helpers"]
 
@@ -29,8 +32,10 @@ class S3Helpers:
         client_getter: Callable[[], Any],
         pins: MutableMapping[str, dict[str, Any]],
         cache: Any | None = None,
+        chain_id: str = "",
     ) -> None:
         self._client_getter = client_getter
+        self.chain_id = chain_id  # names the writer's spilled tails and marks its outputs
         self._client: Any = None
         self.pins = pins
         self.cache = cache
@@ -69,6 +74,14 @@ class S3Helpers:
     def chunks(self, bucket: str, key: str, start: int = 0, **opts: Any) -> ChunkReader:
         """A :class:`ChunkReader` of raw bytes from ``start`` (to ``end=``)."""
         return open_reader(ChunkReader, self.open(bucket, key), start, **opts)
+
+    def writer(self, bucket: str, key: str, state: WriterState, **opts: Any) -> S3Writer:
+        """An exactly-once writer of ``s3://bucket/key`` whose position lives in ``state`` (docs/outputs.md)."""
+        return make_writer(lambda: self.client, bucket, key, state, chain_id=self.chain_id, **opts)
+
+    def keys(self, bucket: str, prefix: str = "", start_after: str = "", **opts: Any) -> KeyLister:
+        """Every object under ``prefix`` in S3's order, in batches whose end is the ``start_after`` cursor."""
+        return make_keys(lambda: self.client, bucket, prefix, start_after, **opts)
 
     def get(self, bucket: str, key: str) -> bytes:
         """The whole object: through the warm cache (revalidated by ETag) when there is one, else one GET."""

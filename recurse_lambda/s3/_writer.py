@@ -27,7 +27,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..errors import ConfigurationError, ObjectChangedError, S3Error
+from ..errors import ConfigurationError, OutputExistsError, S3Error
 from ._source import error_code, raise_s3_error
 from ._writer_state import (
     GONE,
@@ -64,18 +64,6 @@ SPILL_PREFIX = "_recurse_lambda/writer/"
 META = "recurse-lambda-writer"  # x-amz-meta-…: names the chain that wrote the object, to recognise it later
 _FAILED = frozenset({"PreconditionFailed", "412"})
 _CONFLICT = frozenset({"ConditionalRequestConflict", "409"})
-
-
-class OutputExistsError(ObjectChangedError):
-    """The output key holds an object the writer may not replace (``if_exists="fail"``), or another writer's.
-
-    Permanent (it derives from :class:`ObjectChangedError`): retrying would not change the answer.
-    """
-
-    def __init__(self, bucket: str, key: str, message: str) -> None:
-        self.bucket, self.key = bucket, key
-        self.expected_etag, self.current_etag = "", None
-        S3Error.__init__(self, f"s3://{bucket}/{key}: {message}")
 
 
 class S3Writer:
