@@ -5,16 +5,13 @@ command starts and stops (docs/local-lambda.md)."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import os
 import re
 import statistics
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -137,79 +134,34 @@ def lambda_handler_name(target: str) -> str:
     return f"{module}.{attr}"
 
 
-@dataclass
-class Services:
-    """The loopback servers of one run: S3, DynamoDB (with the ledger table) and the local Lambda."""
+def start_emulation(
+    args: argparse.Namespace, handler: str, environ: dict[str, str], faults: dict[str, float]
+) -> Any:
+    """S3, the ledger and the local Lambda, started (see :class:`~recurse_lambda.local.lambda_services.Emulation`)."""
+    from ..local.embedded_s3 import MissingExtraError
+    from ..local.juicefs import JuiceFSError
+    from ..local.lambda_services import Dynalite, Emulation
 
-    s3_name: str
-    s3_endpoint: str
-    s3_credentials: tuple[str, str]
-    s3_client: Callable[[], Any]
-    ledger_name: str
-    ledger_endpoint: str
-    table: str
-    ledger: Any
-    fn: Any = None
-    started: list[str] = field(default_factory=list)
-
-
-@contextlib.contextmanager
-def start_services(args: argparse.Namespace, say: Callable[[str], None]) -> Iterator[Services]:
-    """Start S3 and DynamoDB on 127.0.0.1, create the ledger table; stop both on the way out, whatever happens."""
-    from ..aws import DynamoDBLedger
-    from ..local.lambda_fixture import Dynalite, MotoDynamoDB, create_ledger_table, dynamodb_client
-
-    with contextlib.ExitStack() as stack:
-        s3: Any
-        if args.s3 == "juicefs":
-            from ..local.juicefs import JuiceFSError, JuiceFSGateway
-
-            try:
-                s3 = stack.enter_context(JuiceFSGateway())
-            except JuiceFSError as exc:
-                raise UsageError(f"--s3 juicefs: {exc}") from exc
-            credentials = (s3.access_key, s3.secret_key)
-        else:
-            from ..local.embedded_s3 import EmbeddedS3, MissingExtraError
-
-            try:
-                s3 = stack.enter_context(EmbeddedS3())
-            except MissingExtraError as exc:
-                raise UsageError(str(exc)) from exc
-            credentials = ("testing", "testing")
-        say(f"S3 ({args.s3}) at {s3.endpoint_url}")
-        kind = args.ledger
-        if kind == "auto":
-            kind = "dynalite" if Dynalite.available() else "moto"
-        if kind == "dynalite" and not Dynalite.available():
-            raise UsageError("--ledger dynalite needs node and npm on the PATH")
-        server = Dynalite() if kind == "dynalite" else MotoDynamoDB()
-        server.start()
-        stack.callback(server.stop)
-        say(f"DynamoDB ({kind}) at {server.endpoint_url}")
-        client = dynamodb_client(server.endpoint_url)
-        table = f"recurse-lambda-{uuid.uuid4().hex[:8]}"
-        create_ledger_table(client, table)
-        yield Services(
-            s3_name=args.s3,
-            s3_endpoint=s3.endpoint_url,
-            s3_credentials=credentials,
-            s3_client=s3.client,
-            ledger_name=kind,
-            ledger_endpoint=server.endpoint_url,
-            table=table,
-            ledger=DynamoDBLedger(table, client=lambda: client),
-        )
-
-
-def upload(services: Services, uploads: list[Upload], say: Callable[[str], None]) -> None:
-    from .simulate import ensure_bucket
-
-    client = services.s3_client()
-    for up in uploads:
-        ensure_bucket(client, up.bucket)
-        client.upload_file(str(up.local), up.bucket, up.key)
-        say(f"uploaded {up.local} to s3://{up.bucket}/{up.key}")
+    if args.ledger == "dynalite" and not Dynalite.available():
+        raise UsageError("--ledger dynalite needs node and npm on the PATH")
+    em = Emulation(
+        handler,
+        os.getcwd(),
+        s3=args.s3,
+        ledger=args.ledger,
+        environ=environ,
+        name=handler.rpartition(".")[0].replace(".", "-").replace("_", "-")[:64] or "function",
+        workers=args.workers,
+        timeout=args.timeout,
+        duplicates=faults["duplicate"],
+        kills=faults["kill"],
+        throttles=faults["throttle"],
+        seed=args.seed,
+    )
+    try:
+        return em.start()
+    except (MissingExtraError, JuiceFSError) as exc:
+        raise UsageError(f"--s3 {args.s3}: {exc}") from exc
 
 
 def hop_line(record: dict[str, Any], elapsed: float) -> str:
@@ -225,8 +177,8 @@ def hop_line(record: dict[str, Any], elapsed: float) -> str:
 class Watch:
     """Follows a run: new hop records and failed deliveries, printed as they appear; the chain's record."""
 
-    def __init__(self, services: Services, stream: TextIO | None) -> None:
-        self.services = services
+    def __init__(self, em: Any, stream: TextIO | None) -> None:
+        self.em = em
         self.stream = stream
         self.began = time.monotonic()
         self.hops: list[dict[str, Any]] = []
@@ -239,7 +191,7 @@ class Watch:
             print(line, file=self.stream, flush=True)
 
     def poll(self) -> None:
-        fn = self.services.fn
+        fn = self.em.fn
         elapsed = time.monotonic() - self.began
         fresh = []
         for record in fn.log_records():
@@ -267,14 +219,9 @@ class Watch:
                 )
         self._deliveries = len(deliveries)
 
-    def chain(self) -> Any:
-        """The chain this run started: the ledger's oldest record (shards start after their job)."""
-        records = self.services.ledger.list()
-        return min(records, key=lambda r: r.started_at) if records else None
-
 
 def summary(watch: Watch, record: Any, seconds: float, timed_out: bool) -> dict[str, Any]:
-    fn = watch.services.fn
+    fn = watch.em.fn
     library = [h["library_time"] for h in watch.hops if h.get("library_time") is not None]
     errors: dict[str, int] = {}
     for _, result in fn.deliveries:
@@ -298,8 +245,8 @@ def summary(watch: Watch, record: Any, seconds: float, timed_out: bool) -> dict[
         "library_ms_median": round(statistics.median(library) * 1000, 1) if library else None,
         "library_ms_max": round(max(library) * 1000, 1) if library else None,
         "seconds": round(seconds, 2),
-        "s3": watch.services.s3_name,
-        "ledger": watch.services.ledger_name,
+        "s3": watch.em.s3_name,
+        "ledger": watch.em.ledger_name,
     }
 
 
@@ -342,58 +289,38 @@ def run(args: argparse.Namespace) -> int:
         if stream is not None:
             print(line, file=stream, flush=True)
 
-    from ..local.embedded_s3 import isolated_session
-    from ..local.lambda_runtime import LocalLambda
-
-    with start_services(args, say) as services:
-        upload(services, uploads, say)
-        environ = {
-            "RECURSE_LAMBDA_TABLE": services.table,
-            "AWS_ENDPOINT_URL_S3": services.s3_endpoint,
-            "AWS_ENDPOINT_URL_DYNAMODB": services.ledger_endpoint,
-            **extra_env,
-        }
-        fn = LocalLambda(
-            handler,
-            os.getcwd(),
-            name=handler.rpartition(".")[0].replace(".", "-").replace("_", "-")[:64] or "function",
-            workers=args.workers,
-            timeout=args.timeout,
-            environ=environ,
-            duplicates=faults["duplicate"],
-            kills=faults["kill"],
-            throttles=faults["throttle"],
-            seed=args.seed,
-        )
-        with fn:
-            services.fn = fn
-            say(
-                f"local Lambda {fn.name} ({handler}) at {fn.endpoint_url}: {args.workers} workers, {args.timeout} s"
-            )
-            client = isolated_session("testing", "testing").client("lambda", endpoint_url=fn.endpoint_url)
-            began = time.monotonic()
-            client.invoke(FunctionName=fn.name, InvocationType="Event", Payload=strict_dumps(event).encode())
-            watch = Watch(services, stream)
-            record, timed_out, idle_polls = None, False, 0
-            while True:
-                watch.poll()
-                record = watch.chain()
-                if record is not None and record.status.terminal:
-                    break
-                if (
-                    record is None and watch.terminal
-                ):  # a stateless chain (no ledger): its terminal log record
-                    break
-                if time.monotonic() - began > args.limit:
-                    timed_out = True
-                    break
-                # Nothing queued or running for a second, and no end: nothing will happen any more.
-                idle_polls = idle_polls + 1 if fn.wait_idle(timeout=0.25, settle=0.2) else 0
-                if idle_polls >= 5:
-                    break
-            seconds = time.monotonic() - began
-            fn.wait_idle(timeout=5.0, settle=0.3)  # late duplicates, so their records are counted too
+    say(f"starting S3 ({args.s3}), the ledger and {args.workers} workers of {handler} ...")
+    em = start_emulation(args, handler, extra_env, faults)
+    try:  # started: stopped whatever happens next (an error, Ctrl-C)
+        fn = em.fn
+        say(f"S3 at {em.s3_endpoint}, DynamoDB ({em.ledger_name}) at {em.ledger_endpoint}, table {em.table}")
+        for up in uploads:
+            em.put(up.bucket, up.key, up.local)
+            say(f"uploaded {up.local} to s3://{up.bucket}/{up.key}")
+        say(f"local Lambda {fn.name} at {fn.endpoint_url}: {args.workers} workers, timeout {args.timeout} s")
+        began = time.monotonic()
+        em.invoke(event)
+        watch = Watch(em, stream)
+        record, timed_out, idle_polls = None, False, 0
+        while True:
             watch.poll()
-            info = summary(watch, record, seconds, timed_out)
+            record = em.chain()
+            if record is not None and record.status.terminal:
+                break
+            if record is None and watch.terminal:  # a stateless chain (no ledger): its terminal log record
+                break
+            if time.monotonic() - began > args.limit:
+                timed_out = True
+                break
+            # Nothing queued or running for a second, and no end: nothing will happen any more.
+            idle_polls = idle_polls + 1 if fn.wait_idle(timeout=0.25, settle=0.2) else 0
+            if idle_polls >= 5:
+                break
+        seconds = time.monotonic() - began
+        fn.wait_idle(timeout=5.0, settle=0.3)  # late duplicates, so their records are counted too
+        watch.poll()
+        info = summary(watch, record, seconds, timed_out)
+    finally:
+        em.stop()
     print_summary(info, args.json)
     return 0 if info["status"] == "SUCCEEDED" else 1
