@@ -8,7 +8,7 @@ from .conftest import EXAMPLES, line_count_reference, text_object
 
 
 def test_the_emulation_fixture_runs_a_chain_to_its_end(emulation):
-    em = emulation("line_count.handler", EXAMPLES, timeout=1.0, workers=2)
+    em = emulation("line_count.handler", EXAMPLES, timeout=3.0, workers=2)
     data = text_object(2 * 1024 * 1024, seed=11)
     em.put("fixture-input", "in.txt", data)
     record = em.run({"bucket": "fixture-input", "key": "in.txt"})
