@@ -244,17 +244,22 @@ class LocalLambda:
         return "".join(p.read_text(errors="replace") for p in sorted((self._dir / "logs").glob("*.log")))
 
     def log_records(self) -> list[dict[str, Any]]:
-        """The JSON log records of the workers (the library's hop records among them)."""
+        """The JSON log records of the workers (the library's hop records among them), worker by worker, each
+        with ``worker`` (its number) added."""
+        if self._dir is None:
+            return []
         records = []
-        for line in self.logs().splitlines():
-            with contextlib.suppress(ValueError):
-                record = json.loads(line)
-                if isinstance(record, dict):
-                    message = record.get("message")
-                    if isinstance(message, str) and message.startswith("{"):
-                        with contextlib.suppress(ValueError):
-                            record = {**record, **json.loads(message)}
-                    records.append(record)
+        for path in sorted((self._dir / "logs").glob("worker-*.log")):
+            worker = int(path.stem.removeprefix("worker-"))
+            for line in path.read_text(errors="replace").splitlines():
+                with contextlib.suppress(ValueError):
+                    record = json.loads(line)
+                    if isinstance(record, dict):
+                        message = record.get("message")
+                        if isinstance(message, str) and message.startswith("{"):
+                            with contextlib.suppress(ValueError):
+                                record = {**record, **json.loads(message)}
+                        records.append({**record, "worker": worker})
         return records
 
     @property
