@@ -38,6 +38,7 @@ HOP_FIELDS = {
     "checkpoints",
     "handoff_time",
     "duration",
+    "library_time",
     "utilization",
     "cursor",
 }
@@ -72,6 +73,7 @@ def test_the_hop_record_has_the_figures_and_no_state():
     assert (record["chunks"], record["chunk_time"], record["checkpoints"]) == (9, 8.5, 1)
     assert record["handoff_time"] == 0.125
     assert record["duration"] == 10.0
+    assert record["library_time"] == 1.375  # 10 s - 8.5 s of chunks - 0.125 s of hand-off
     assert record["utilization"] == 0.85  # chunk time over duration, as in the simulator's report
     assert record["function"] == FN
     assert record["cursor"] == {

@@ -99,6 +99,10 @@ def hop_log_record(
         "checkpoints": stats.checkpoints,
         "handoff_time": _round(stats.handoff_time),
         "duration": _round(duration),
+        # The library's own time: claim, clients, HEAD, envelope, everything outside the chunks and hand-off.
+        "library_time": None
+        if duration is None
+        else _round(duration - stats.chunk_time - stats.handoff_time),
         "utilization": _round(hop_utilization(stats) if utilization is None else utilization),
         "cursor": None if cursor_summary is None else dict(cursor_summary),
     }

@@ -215,8 +215,9 @@ class Worker:
     def pid(self) -> int | None:
         return None if self._proc is None else self._proc.pid
 
-    def run(self, inv: Invocation, timeout: float) -> Result:
-        """Run one invocation to its end: a response, an error, a crash, or SIGKILL at the deadline."""
+    def run(self, inv: Invocation, timeout: float, kill_after: float | None = None) -> Result:
+        """Run one invocation to its end: a response, an error, a crash, or SIGKILL at the deadline (or
+        ``kill_after`` seconds into the invocation: an injected fault)."""
         self.invocations += 1
         if self._proc is None or self._proc.poll() is not None:  # died while idle (an init error, say)
             self._restart()
@@ -236,6 +237,13 @@ class Worker:
                 self._restart()  # SIGKILL, and a fresh process on the same TMPDIR
                 message = f"Task timed out after {timeout:.2f} seconds"
                 slot.finish(Result(False, json.dumps({"errorMessage": message}).encode(), "Sandbox.Timedout"))
+                break
+            if kill_after is not None and elapsed >= kill_after:
+                self._restart()
+                body = json.dumps(
+                    {"errorType": "Runtime.ExitError", "errorMessage": "killed (injected fault)"}
+                )
+                slot.finish(Result(False, body.encode(), "Runtime.ExitError", elapsed))
                 break
             if self._proc is None or self._proc.poll() is not None:
                 code = None if self._proc is None else self._proc.returncode

@@ -70,7 +70,9 @@ class LocalLambda:
     environment (the ledger table, say); ``AWS_ENDPOINT_URL_S3`` and ``AWS_ENDPOINT_URL_DYNAMODB`` pass through
     from this process unless given. ``retry_delays`` are the waits before the retries of a failed asynchronous
     event (Lambda: about 60 and 120 s; scaled down by default). ``duplicates`` is the probability that an
-    accepted event is delivered a second time. ``forward_failures`` hands each on-failure record back to the
+    accepted event is delivered a second time. ``kills`` is the probability that an asynchronous delivery's
+    worker is killed with SIGKILL at a random moment before its deadline (a ``Runtime.ExitError``, retried);
+    ``throttles`` the probability that an invoke is answered 429. ``forward_failures`` hands each on-failure record back to the
     function (a ``RequestResponse`` invoke), as the template's forwarder does.
     """
 
@@ -88,6 +90,8 @@ class LocalLambda:
         retry_delays: Sequence[float] = (1.0, 2.0),
         duplicates: float = 0.0,
         duplicate_delay: float = 0.5,
+        kills: float = 0.0,
+        throttles: float = 0.0,
         forward_failures: bool = True,
         recursive_loop: str = "Allow",
         python_path: Sequence[str] = (),
@@ -103,6 +107,8 @@ class LocalLambda:
         self.retry_delays = tuple(retry_delays)
         self.duplicates = duplicates
         self.duplicate_delay = duplicate_delay
+        self.kills = kills
+        self.throttles = throttles
         self.forward_failures = forward_failures
         self.recursive_loop = recursive_loop
         self.workers_wanted = workers
@@ -226,6 +232,9 @@ class LocalLambda:
                 self._throttle_next -= 1
                 self.throttled += 1
                 return True
+            if self.throttles and self.rng.random() < self.throttles:
+                self.throttled += 1
+                return True
             return False
 
     def logs(self) -> str:
@@ -235,17 +244,22 @@ class LocalLambda:
         return "".join(p.read_text(errors="replace") for p in sorted((self._dir / "logs").glob("*.log")))
 
     def log_records(self) -> list[dict[str, Any]]:
-        """The JSON log records of the workers (the library's hop records among them)."""
+        """The JSON log records of the workers (the library's hop records among them), worker by worker, each
+        with ``worker`` (its number) added."""
+        if self._dir is None:
+            return []
         records = []
-        for line in self.logs().splitlines():
-            with contextlib.suppress(ValueError):
-                record = json.loads(line)
-                if isinstance(record, dict):
-                    message = record.get("message")
-                    if isinstance(message, str) and message.startswith("{"):
-                        with contextlib.suppress(ValueError):
-                            record = {**record, **json.loads(message)}
-                    records.append(record)
+        for path in sorted((self._dir / "logs").glob("worker-*.log")):
+            worker = int(path.stem.removeprefix("worker-"))
+            for line in path.read_text(errors="replace").splitlines():
+                with contextlib.suppress(ValueError):
+                    record = json.loads(line)
+                    if isinstance(record, dict):
+                        message = record.get("message")
+                        if isinstance(message, str) and message.startswith("{"):
+                            with contextlib.suppress(ValueError):
+                                record = {**record, **json.loads(message)}
+                        records.append({**record, "worker": worker})
         return records
 
     @property
@@ -310,7 +324,10 @@ class LocalLambda:
             self._cond.notify_all()
 
     def _run(self, worker: Worker, inv: Invocation) -> Result:
-        result = worker.run(inv, self.timeout)
+        kill_after = None
+        if self.kills and inv.kind != "destination" and self.rng.random() < self.kills:
+            kill_after = self.rng.uniform(0.0, self.timeout)
+        result = worker.run(inv, self.timeout, kill_after=kill_after)
         with self._cond:
             self.deliveries.append((inv, result))
         return result

@@ -24,6 +24,7 @@ from recurse_lambda.local.embedded_s3 import isolated_session
 from recurse_lambda.local.lambda_fixture import (  # noqa: F401 - fixtures
     create_ledger_table,
     dynamodb_client,
+    emulation,
     ledger_endpoint,
     local_lambda,
 )

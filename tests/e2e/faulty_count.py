@@ -4,6 +4,9 @@ The event names the hops that misbehave, once each (a marker file in ``$FAULT_DI
 happened, so its retry runs normally): ``hang`` hops sleep past the deadline (the local Lambda kills the worker
 with SIGKILL), ``crash`` hops exit the process, ``error`` hops raise. Each fault strikes after the hop's first
 batch, in the middle of uncommitted work, so the result is right only if that work is not counted twice.
+
+``pace`` (seconds, default 0) is waited after each batch: a floor under the chain's work that does not depend on
+the machine's speed, so a chain at a given timeout needs several hops on any machine (and the faulty hops exist).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ def fault(event: dict[str, Any], hop: int) -> str | None:
 def handler(event: dict[str, Any], state: Progress, run: Run) -> Generator[None, None, dict[str, int]]:
     reader = run.s3.lines(event["bucket"], event["key"], start=state.offset, encoding=None)
     first = True
+    pace = float(event.get("pace", 0.0))
     for batch in reader.batches(20_000):
         state.checksum = (state.checksum + sum(map(zlib.crc32, batch.records))) % 2**64
         state.lines += len(batch.records)
@@ -62,6 +66,7 @@ def handler(event: dict[str, Any], state: Progress, run: Run) -> Generator[None,
                 os._exit(17)
             elif kind == "error":
                 raise RuntimeError(f"injected error in hop {run.hop}")
+        time.sleep(pace)  # sleeping, not computing: the floor holds under load without adding to it
         yield
     size = run.s3.open(event["bucket"], event["key"]).size
     return {"lines": state.lines, "bytes": size, "checksum": state.checksum}
