@@ -36,10 +36,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     command = next((a for a in argv or () if not a.startswith("-")), None)
     if command not in CONTROL_COMMANDS:
         from . import demo as _cli_demo
+        from . import emulate as _cli_emulate
         from . import simulate as _cli_simulate
 
         _cli_demo.add_parser(sub)
         _cli_simulate.add_parser(sub)
+        _cli_emulate.add_parser(sub)
     _cli_control.add_parsers(sub)
     return parser
 
