@@ -52,12 +52,18 @@ def parse(*argv: str) -> argparse.Namespace:
 # ------------------------------------------------------------------------------------------ arguments
 
 
-def test_put_is_bucket_slash_key_equals_at_file(tmp_path):
+def test_put_takes_the_same_local_equals_s3_url_as_simulate(tmp_path):
     f = tmp_path / "a=b.txt"
     f.write_text("x\n")
-    up = emulate.parse_put(f"my-bucket/dir/k.txt=@{f}")
+    up = emulate.parse_put(f"{f}=s3://my-bucket/dir/k.txt")
     assert (up.bucket, up.key, up.local) == ("my-bucket", "dir/k.txt", f)
-    for bad in ("my-bucket/k", f"my-bucket=@{f}", f"/k=@{f}", f"b/k=@{f}", "my-bucket/k=@/no/such/file"):
+    for bad in (
+        "my-bucket/k",
+        f"{f}=s3://my-bucket",
+        f"{f}=s3:///k",
+        f"{f}=s3://b/k",
+        "/no/such/file=s3://my-bucket/k",
+    ):
         with pytest.raises(UsageError):
             emulate.parse_put(bad)
 
@@ -144,7 +150,7 @@ def test_a_chain_runs_through_the_local_lambda_and_everything_stops(tmp_path):
         "--event",
         '{"bucket": "emulate-input", "key": "in.txt"}',
         "--put",
-        "emulate-input/in.txt=@input.txt",
+        "input.txt=s3://emulate-input/in.txt",
         "--timeout",
         "1",
         "--faults",
@@ -175,7 +181,7 @@ def test_ctrl_c_stops_everything_it_started(tmp_path):
         "--event",
         '{"bucket": "emulate-input", "key": "in.txt"}',
         "--put",
-        "emulate-input/in.txt=@input.txt",
+        "input.txt=s3://emulate-input/in.txt",
     )
     assert proc.stderr is not None
     seen = []

@@ -7,18 +7,15 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import re
 import statistics
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TextIO
 
 from ..core.state_codec import strict_dumps
 from .common import UsageError, cwd_first_on_path, parse_event, resolve_handler
+from .simulate import parse_put  # one --put syntax for both commands
 
-_BUCKET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
 FAULTS = ("duplicate", "kill", "throttle")
 
 
@@ -45,7 +42,7 @@ def add_parser(sub: Any) -> None:
         "--put",
         action="append",
         default=[],
-        metavar="BUCKET/KEY=@FILE",
+        metavar="LOCAL=s3://BUCKET/KEY",
         help="upload a local file first, creating the bucket if needed (repeatable)",
     )
     p.add_argument(
@@ -76,27 +73,6 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="end with one JSON line: the chain's summary")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(command=run)
-
-
-@dataclass(frozen=True)
-class Upload:
-    bucket: str
-    key: str
-    local: Path
-
-
-def parse_put(spec: str) -> Upload:
-    """``BUCKET/KEY=@FILE``; the first ``=@`` splits (keys rarely hold it, paths may)."""
-    target, sep, local = spec.partition("=@")
-    bucket, _, key = target.partition("/")
-    if not sep or not local or not bucket or not key:
-        raise UsageError(f"--put expects BUCKET/KEY=@FILE, got {spec!r}")
-    if not _BUCKET_NAME.match(bucket):
-        raise UsageError(f"--put: {bucket!r} is not a valid S3 bucket name")
-    path = Path(local)
-    if not path.is_file():
-        raise UsageError(f"--put: no such file: {local}")
-    return Upload(bucket, key, path)
 
 
 def parse_faults(spec: str) -> dict[str, float]:
