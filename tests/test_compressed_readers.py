@@ -169,3 +169,35 @@ def test_jsonl_and_chunks_over_zstd() -> None:
     assert zlib.crc32(b"".join(open_reader(ChunkReader, Mem(data), 0, compression="zstd"))) == zlib.crc32(
         content
     )
+
+
+class Pinned(Mem):
+    """A source with a pin that notes facts, as PinnedSource does (the pin is committed with the chain)."""
+
+    def __init__(self, data: bytes, pin: dict[str, Any]) -> None:
+        super().__init__(data)
+        self.pin = pin
+
+    def note(self, name: str, value: Any = None) -> Any:
+        if value is not None:
+            self.pin[name] = value
+        return self.pin.get(name)
+
+
+def test_a_later_hop_resuming_a_compressed_object_from_an_int_offset_is_refused_not_misread() -> None:
+    # The README's pattern (start=batch.end) with compression="auto": hop 0 detects gzip and notes it in the pin;
+    # a later hop given the int offset must refuse (it would otherwise read stored bytes at a decompressed offset).
+    data = gzip.compress(b"".join(b"line %d\n" % i for i in range(1000)))
+    pin: dict[str, Any] = {}
+    reader = open_reader(LineReader, Pinned(data, pin), 0, encoding=None)
+    first = next(iter(reader.batches(10)))
+    assert first.records[0] == b"line 0" and pin["compression"] == "gzip"
+    with pytest.raises(ConfigurationError, match=r"batch\.cursor"):
+        list(open_reader(LineReader, Pinned(data, pin), first.end, encoding=None).batches(10))
+    # A plain object's pin notes nothing: int offsets resume as before.
+    plain = b"".join(b"line %d\n" % i for i in range(100))
+    plain_pin: dict[str, Any] = {}
+    got = next(iter(open_reader(LineReader, Pinned(plain, plain_pin), 0, encoding=None).batches(10)))
+    assert "compression" not in plain_pin
+    rest = next(iter(open_reader(LineReader, Pinned(plain, plain_pin), got.end, encoding=None).batches(1)))
+    assert rest.records == [b"line 10"]

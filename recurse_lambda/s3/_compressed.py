@@ -44,6 +44,11 @@ def plan(
         if shard:
             raise ConfigurationError("a shard's start is an int offset, not a decompression cursor")
         return cursor.offset, cursor.compression, cursor
+    if compression == "auto" and isinstance(start, int) and start > 0:
+        note = getattr(source, "note", None)
+        noted = note("compression") if note is not None else None
+        if noted in ("gzip", "zstd"):  # an earlier hop found the object compressed (its pin says so)
+            compression = noted
     if compression == "auto":
         # From the first range the reader fetches anyway (no extra request); an int offset past 0 (a later hop
         # of a plain object) or a shard is read as stored without looking at the object's start.

@@ -272,6 +272,11 @@ class Reader(Decompressing, Generic[T]):
         compressed object: the decompressed content, a one-off one only from 0)."""
         if self.compression == "auto" and start is None and self._fetcher is None:
             self.compression, self._fetcher = sniff(self._new_fetcher())
+            note = getattr(self.source, "note", None)
+            if self.compression is not None and note is not None:
+                note(
+                    "compression", self.compression
+                )  # so that a later hop's int start is refused, not misread
         if self.compression is not None and self.compression != "auto":
             if start is not None:
                 if start != 0:
