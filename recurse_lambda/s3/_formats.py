@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+from ._compressed import CompressionOption, plan
 from ._csv import CsvReader
 from ._jsonl import JsonLinesReader
 from ._lines import LineReader
@@ -54,6 +55,22 @@ def reader_class(name: str) -> type[Reader[Any]]:
         raise ValueError(f"unknown reader format {name!r}; the formats are {sorted(FORMATS)}") from None
 
 
-def open_reader(reader: type[R], source: ByteSource, start: int = 0, **opts: Any) -> R:
-    """A ``reader`` over ``source`` from ``start``: how ``run.s3`` and shards build every reader."""
-    return reader(source, start, **opts)
+def open_reader(
+    reader: type[R],
+    source: ByteSource,
+    start: int | dict[str, Any] = 0,
+    *,
+    compression: CompressionOption = "auto",
+    **opts: Any,
+) -> R:
+    """A ``reader`` over ``source`` from ``start``: how ``run.s3`` and shards build every reader.
+
+    ``compression``: ``"auto"`` (gzip or zstd if the object's first bytes say so), ``"gzip"``, ``"zstd"``, or
+    None (the bytes as stored). A compressed object is read decompressed: offsets count decompressed bytes, and
+    ``start`` is 0 or a ``batch.cursor`` (a dict); see ``s3/_compressed.py``.
+    """
+    offset, kind, cursor = plan(source, start, compression, shard=opts.get("end") is not None)
+    built = reader(source, offset, **opts)
+    if kind is not None:
+        built.decompress(kind, cursor)
+    return built

@@ -53,25 +53,27 @@ class S3Helpers:
         """The object pinned to the ETag the chain first saw (HEADed now on the chain's first open)."""
         return PinnedSource(self.client, bucket, key, pins=self.pins)
 
-    def reader(self, format: str, bucket: str, key: str, start: int = 0, **opts: Any) -> Reader[Any]:
+    def reader(
+        self, format: str, bucket: str, key: str, start: int | dict[str, Any] = 0, **opts: Any
+    ) -> Reader[Any]:
         """A reader of any registered format (see :data:`~recurse_lambda.s3.FORMATS`) from ``start``."""
         return open_reader(reader_class(format), self.open(bucket, key), start, **opts)
 
     # The built-in formats, typed; each is FORMATS[<method name>].
 
-    def lines(self, bucket: str, key: str, start: int = 0, **opts: Any) -> LineReader:
+    def lines(self, bucket: str, key: str, start: int | dict[str, Any] = 0, **opts: Any) -> LineReader:
         """A :class:`LineReader` from ``start``; ``opts`` as for it (``end``, ``encoding``, ``range_size``, ...)."""
         return open_reader(LineReader, self.open(bucket, key), start, **opts)
 
-    def csv(self, bucket: str, key: str, start: int = 0, **opts: Any) -> CsvReader:
+    def csv(self, bucket: str, key: str, start: int | dict[str, Any] = 0, **opts: Any) -> CsvReader:
         """A :class:`CsvReader` from ``start`` (to ``end=`` for a shard); pass the saved ``header=`` when resuming."""
         return open_reader(CsvReader, self.open(bucket, key), start, **opts)
 
-    def jsonl(self, bucket: str, key: str, start: int = 0, **opts: Any) -> JsonLinesReader:
+    def jsonl(self, bucket: str, key: str, start: int | dict[str, Any] = 0, **opts: Any) -> JsonLinesReader:
         """A :class:`JsonLinesReader` from ``start`` (to ``end=`` for a shard)."""
         return open_reader(JsonLinesReader, self.open(bucket, key), start, **opts)
 
-    def chunks(self, bucket: str, key: str, start: int = 0, **opts: Any) -> ChunkReader:
+    def chunks(self, bucket: str, key: str, start: int | dict[str, Any] = 0, **opts: Any) -> ChunkReader:
         """A :class:`ChunkReader` of raw bytes from ``start`` (to ``end=``)."""
         return open_reader(ChunkReader, self.open(bucket, key), start, **opts)
 

@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
+from ._compressed import CompressionOption, DecompressedRanges
+from ._decompress import Cursor
 from ._lines import LineReader
 from ._prefetch import ByteSource
 from ._readers import DEFAULT_PREFETCH, DEFAULT_RANGE_SIZE, ListBlock, MalformedRecordError, Reader
@@ -58,6 +60,14 @@ class JsonLinesReader(Reader[Any]):
     def close(self) -> None:
         super().close()
         self._lines.close()
+
+    def decompress(self, compression: CompressionOption, cursor: Cursor | None = None) -> None:
+        super().decompress(compression, cursor)
+        self._lines.decompress(compression, cursor)
+
+    @property
+    def decompressed_ranges(self) -> DecompressedRanges | None:
+        return self._lines.decompressed_ranges
 
     @property
     def stop(self) -> int | None:

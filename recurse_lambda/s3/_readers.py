@@ -14,13 +14,15 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Generator, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import accumulate, chain, repeat
 from operator import add
 from types import TracebackType
-from typing import TYPE_CHECKING, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from ..errors import MalformedRecordError
+from ._compressed import CompressionOption, DecompressedRanges, Decompressing, Prepended, sniff
+from ._decompress import Cursor
 from ._prefetch import AUTO_PREFETCH, AUTO_RANGE_SIZE, ByteSource, RangeFetcher, _describe, check_window
 from ._shard_ranges import ShardRanges
 
@@ -47,11 +49,21 @@ DEFAULT_PREFETCH = AUTO_PREFETCH
 
 @dataclass(slots=True)
 class Batch(Generic[T]):
-    """Consecutive records; ``start`` is the offset of the first, ``end`` the offset to resume from."""
+    """Consecutive records; ``start`` is the offset of the first, ``end`` the offset after the last.
+
+    ``cursor`` is what the next reader resumes from (``start=batch.cursor``): ``end`` itself for an object read
+    as stored; for a compressed one (offsets then count decompressed bytes), a small dict.
+    """
 
     records: list[T]
     start: int
     end: int
+    resume: Cursor | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def cursor(self) -> int | dict[str, Any]:
+        """Where a reader resumes after this batch: pass it as ``start=`` (JSON-serialisable)."""
+        return self.end if self.resume is None else self.resume.to_dict()
 
     def __len__(self) -> int:
         return len(self.records)
@@ -158,7 +170,7 @@ class ListBlock(Block[T]):
         return bisect_right(self._ends, limit, i, hi)
 
 
-class Reader(Generic[T]):
+class Reader(Decompressing, Generic[T]):
     """The base of every reader: batching, the cursor, shards (``end``) and the reader's lifetime.
 
     A format subclasses it and implements :meth:`parse`, which yields :class:`Block` objects (records with a way
@@ -185,7 +197,7 @@ class Reader(Generic[T]):
         self._shard: ShardRanges | None = None
         self._range_size = range_size
         self._prefetch = prefetch
-        self._fetcher: RangeFetcher | None = None
+        self._fetcher: RangeFetcher | Prepended | None = None
         self._blocks: Iterator[Block[T]] | None = None
         self._block: Block[T] | None = None
         self._index = 0
@@ -193,6 +205,9 @@ class Reader(Generic[T]):
         self._unreported: deque[tuple[int, str]] = deque()
         self._done = False
         self._closed = False
+        self.compression: CompressionOption = None  # see Decompressing
+        self._resume_at: Cursor | None = None
+        self._decompressed: DecompressedRanges | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.source!r}, position={self.position})"
@@ -212,6 +227,8 @@ class Reader(Generic[T]):
         self._blocks = None
         if self._fetcher is not None:
             self._fetcher.close()
+        if self._decompressed is not None:
+            self._decompressed.close()
 
     @property
     def done(self) -> bool:
@@ -248,8 +265,32 @@ class Reader(Generic[T]):
 
         return abatches(self, records, max_bytes=max_bytes, depth=depth)
 
-    def _ranges(self, start: int | None = None, range_size: int | None = None) -> RangeFetcher:
-        """The reader's range fetcher (prefetching), or with ``start`` a one-off one without prefetch."""
+    def _ranges(
+        self, start: int | None = None, range_size: int | None = None
+    ) -> RangeFetcher | Prepended | DecompressedRanges:
+        """The reader's range fetcher (prefetching), or with ``start`` a one-off one without prefetch (over a
+        compressed object: the decompressed content, a one-off one only from 0)."""
+        if self.compression == "auto" and start is None and self._fetcher is None:
+            self.compression, self._fetcher = sniff(self._new_fetcher())
+            note = getattr(self.source, "note", None)
+            if self.compression is not None and note is not None:
+                note(
+                    "compression", self.compression
+                )  # so that a later hop's int start is refused, not misread
+        if self.compression is not None and self.compression != "auto":
+            if start is not None:
+                if start != 0:
+                    raise ValueError("a compressed object is read again only from its start")
+                return DecompressedRanges(self.source, None, self.compression, prefetch=0)
+            if self._decompressed is None:
+                self._decompressed = DecompressedRanges(
+                    self.source,
+                    self._resume_at,
+                    self.compression,
+                    range_size=self._range_size,
+                    prefetch=self._prefetch,
+                )
+            return self._decompressed
         if start is not None:
             return RangeFetcher(self.source, start, range_size=range_size or self._range_size, prefetch=0)
         if self._fetcher is None:
@@ -306,6 +347,9 @@ class Reader(Generic[T]):
         self.position = last
         while self._unreported and self._unreported[0][0] < last:
             self._skipped.append(self._unreported.popleft())
+        decoded = self.decompressed_ranges
+        if decoded is not None:
+            return Batch(records, first, last, decoded.cursor_at(last))
         return Batch(records, first, last)
 
     def _batches(self, limit: int | None, max_bytes: int | None) -> Generator[Batch[T], None, None]:

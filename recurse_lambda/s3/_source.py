@@ -115,6 +115,13 @@ class PinnedSource:
     def etag(self) -> str:
         return str(self._pin["etag"])
 
+    def note(self, name: str, value: Any = None) -> Any:
+        """Read (or, given ``value``, record) a fact about the pinned object in its pin, which the chain commits
+        with its progress: a later hop learns it without a request (the readers note the compression)."""
+        if value is not None:
+            self._pin[name] = value
+        return self._pin.get(name)
+
     @property
     def version_id(self) -> str | None:
         version = self._pin.get("version_id")
