@@ -1,9 +1,10 @@
 """examples/line_count.py, unchanged, over a 64 MB object: AWS's runtime client in worker processes, boto3's Invoke
 over HTTP, S3 and the ledger on loopback servers.
 
-At 3 s the object may fit in one hop on a fast machine: that case checks the result and that nothing timed out.
-At 1 s no machine reads, splits and checksums 64 MB inside one invocation (this 2-core machine needs about 2.5 s
-of chunk time), so that case checks that it really was a chain, and that every hop ended by handing off in time.
+Whether the object fits in one hop depends on the machine (a quiet 2-core machine counts 64 MB in under a second,
+a loaded one needs about 2.5 s): each case checks the result, that nothing timed out, and, when the chunks took
+longer than one invocation, that it really was a chain. The library primes its clients at init (issue 13), so a
+cold worker's first chunk starts with nearly the whole second.
 """
 
 from __future__ import annotations
@@ -16,11 +17,6 @@ from recurse_lambda import ChainStatus
 from recurse_lambda.local.lambda_runtime import LocalLambda
 
 from .conftest import EXAMPLES, HERE, function_environ, start_chain, wait_for_end
-
-PRIMING = (
-    "a cold worker creates its boto3 clients inside its first invocation (~0.6-0.75 s here) and its first "
-    "chunk then misses a 1 s deadline; passes once the library primes its clients at init (issue 13, item 3)"
-)
 
 
 def run_line_count(fn: LocalLambda, big_object: dict[str, Any], ledger: Any) -> Any:
@@ -35,15 +31,15 @@ def run_line_count(fn: LocalLambda, big_object: dict[str, Any], ledger: Any) -> 
     # No unplanned timeout: every delivery ended with a response, none was killed or retried.
     assert all(result.ok for _, result in fn.deliveries), [r.error_type for _, r in fn.deliveries]
     assert fn.worker_restarts == 0 and not fn.failures
-    if fn.timeout <= 1.0:
-        assert record.hop >= 2  # it really was a chain of invocations
-        assert len(hops) == record.hop + 1 and {h["hop"] for h in hops} == set(range(record.hop + 1))
+    assert len(hops) == record.hop + 1 and {h["hop"] for h in hops} == set(range(record.hop + 1))
+    if (
+        sum(h["chunk_time"] for h in hops) > fn.timeout
+    ):  # more work than one invocation holds, on this machine
+        assert record.hop >= 1  # so it really was a chain of invocations, each handing off in time
     return record
 
 
-@pytest.mark.parametrize(
-    "timeout", [3.0, pytest.param(1.0, marks=pytest.mark.xfail(reason=PRIMING, strict=False))]
-)
+@pytest.mark.parametrize("timeout", [3.0, 1.0])
 def test_line_count_over_64_mb(timeout, s3, big_object, ledger_endpoint, ledger_table, local_lambda):
     table, ledger = ledger_table
     fn = local_lambda(
