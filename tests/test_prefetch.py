@@ -17,6 +17,7 @@ from recurse_lambda.s3._lines import LineReader
 from recurse_lambda.s3._prefetch import (
     AUTO_PREFETCH,
     AUTO_RANGE_SIZE,
+    CEILING,
     FIRST_RANGE,
     RangeFetcher,
     concurrency_limit,
@@ -227,6 +228,21 @@ def test_the_default_depth_grows_while_the_caller_waits_up_to_the_pool(
     assert fetcher.depth == 5 and source.peak == 5  # grew from 2, never past the limit
 
 
+def test_the_depth_grows_to_what_littles_law_asks_in_one_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A GET takes 200 ms and the caller almost no time: Little's law asks for far more GETs than the ceiling
+    # (unless the caller took 20 ms per range), so once one range fetched at the first depth is measured, the
+    # depth goes straight there (no doubling ramp 3, 6, 10, which would cost a GET's time per step).
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", raising=False)
+    source = SlowSource(BIG[: 512 * 1024], 0.2, client=pool_client(64))
+    fetcher = RangeFetcher(source, 0, range_size=16 * 1024, prefetch=AUTO_PREFETCH)
+    depths = []
+    for _ in fetcher:
+        if not depths or depths[-1] != fetcher.depth:
+            depths.append(fetcher.depth)
+    assert depths[-1] == CEILING == 10
+    assert depths == [3, 10]  # 3 after the first range (no rate known yet), then the ceiling
+
+
 def test_an_explicit_prefetch_is_kept_however_long_the_caller_waits() -> None:
     source = SlowSource(BIG[: 64 * 1024], 0.02)
     fetcher = RangeFetcher(source, 0, range_size=4096, prefetch=2)
@@ -249,7 +265,7 @@ def test_the_memory_budget_bounds_the_depth(monkeypatch: pytest.MonkeyPatch) -> 
     assert concurrency_limit(CountingSource(DATA), 64 * 1024 * 1024) == 1  # always at least one
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "10240")
     assert concurrency_limit(CountingSource(DATA), 1024) == 9  # botocore's pool of 10, less one
-    assert concurrency_limit(SlowSource(DATA, 0, client=pool_client(64)), 1024) == 16  # the ceiling
+    assert concurrency_limit(SlowSource(DATA, 0, client=pool_client(64)), 1024) == 10  # the ceiling
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1")  # 256 KiB: three 64 KiB ranges in flight
     source = SlowSource(BIG, 0.02)
     fetcher = RangeFetcher(source, 0, range_size=64 * 1024, prefetch=AUTO_PREFETCH)

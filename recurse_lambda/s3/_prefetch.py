@@ -11,11 +11,21 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..errors import S3Error
 
-__all__ = ["AUTO_PREFETCH", "AUTO_RANGE_SIZE", "ByteSource", "RangeFetcher", "concurrency_limit", "read_full"]
+__all__ = [
+    "AUTO_PREFETCH",
+    "AUTO_RANGE_SIZE",
+    "ByteSource",
+    "RangeFetcher",
+    "concurrency_limit",
+    "function_memory",
+    "read_full",
+]
 
 _MAX_WORKERS = 16
-#: Ranged GETs in flight at most, whatever the memory and the connection pool allow.
-CEILING = 16
+#: Ranged GETs in flight at most, whatever the memory and the connection pool allow: at S3's 50-90 MB/s per
+#: connection, 10 GETs of 8 MiB bring 500-900 MB/s, more than one Python thread parses (~2 s of CPU per GB of
+#: lines, ``benchmarks/s3_read.py``); more would only hold more memory.
+CEILING = 10
 #: Ranges in flight when an adaptive fetcher starts: what a consumer faster than one connection needs first.
 INITIAL_DEPTH = 2
 #: The share of the function's memory (``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``) the ranges may hold at once.
@@ -52,13 +62,18 @@ def _pool_size(source: Any) -> int:
     return size if isinstance(size, int) and size > 0 else DEFAULT_POOL
 
 
-def memory_budget() -> int:
-    """Bytes the ranges of one fetcher may hold: :data:`MEMORY_SHARE` of the function's memory."""
+def function_memory() -> int:
+    """The function's memory in bytes (``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``, else :data:`DEFAULT_MEMORY_MB`)."""
     try:
         memory_mb = int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "") or DEFAULT_MEMORY_MB)
     except ValueError:
         memory_mb = DEFAULT_MEMORY_MB
-    return int(max(memory_mb, 1) * 1024 * 1024 * MEMORY_SHARE)
+    return max(memory_mb, 1) * 1024 * 1024
+
+
+def memory_budget() -> int:
+    """Bytes the ranges of one fetcher may hold: :data:`MEMORY_SHARE` of the function's memory."""
+    return int(function_memory() * MEMORY_SHARE)
 
 
 def concurrency_limit(source: Any, range_size: int) -> int:
@@ -138,8 +153,7 @@ class RangeFetcher:
     With ``prefetch=AUTO_PREFETCH`` (the readers' default) the depth adapts: it starts at
     :data:`INITIAL_DEPTH` ranges in flight and grows each time the caller had to wait for a range
     (more than :data:`STARVED`), to as many GETs as the caller's own time per range divides a GET's time into
-    (Little's law; at most doubling, and once per depth: the next growth waits for a range fetched at the new
-    depth), so it stops growing once the caller (parsing, and the work done with the records) is what limits the
+    (Little's law, in one step, once per depth: the next growth waits for a range fetched at the new depth), so it stops growing once the caller (parsing, and the work done with the records) is what limits the
     read; it never exceeds :func:`concurrency_limit`, and stops growing once a GET of a whole range runs
     below :data:`SLOWDOWN` of the best rate seen (more connections would only share the same limit). At most ``depth`` ranges
     are then held besides the one the caller works on. With ``range_size=AUTO_RANGE_SIZE`` the first range
@@ -238,7 +252,7 @@ class RangeFetcher:
         want = self.depth + 1
         if previous is not None:
             busy = max(now - waited - previous[0], 1e-6) * nbytes / max(previous[1], 1)
-            want = max(want, min(math.ceil(took / busy), 2 * self.depth))  # at most doubled in one step
+            want = max(want, math.ceil(took / busy))  # in one step: a slow ramp costs whole GET times
         self.depth = min(want, self._limit)
         self._settled = self._next  # grow again only from a range fetched at this depth on
         self._fill()  # the new GETs start now, while the caller works on this range
