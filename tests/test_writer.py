@@ -12,6 +12,7 @@ import moto.s3.models
 import pytest
 from pydantic import BaseModel
 
+from recurse_lambda.errors import ConfigurationError
 from recurse_lambda.s3._writer import OutputExistsError, S3Writer, make_writer
 from recurse_lambda.s3._writer_state import WriterState, abort_upload, multipart_etag
 from recurse_lambda.s3._writer_text import CsvWriter, JsonLinesWriter, TextWriter
@@ -90,7 +91,10 @@ def test_parts_across_hand_offs_make_one_object(s3: Any) -> None:
             assert "o" not in keys(s3)  # nothing appears before the completion
     info = writer(s3, state.out).complete()
     assert body(s3) == data
-    assert info["etag"] == multipart_etag([p.md5 for p in state.out.parts]).strip('"')
+    size = state.out.parts[0].size  # S3's multipart ETag, computed from the bytes themselves
+    md5s = [hashlib.md5(data[i : i + size]).hexdigest() for i in range(0, len(data), size)]
+    assert multipart_etag(md5s) == f'"{info["etag"]}"'
+    assert [p.etag.strip('"') for p in state.out.parts] == md5s
     assert len(state.out.parts) == 6 and keys(s3) == ["o"] and open_uploads(s3) == []
 
 
@@ -195,7 +199,6 @@ def test_an_upload_of_an_attempt_that_never_committed_is_aborted_at_the_end(s3: 
 
 
 def test_bad_options_are_refused_before_any_request() -> None:
-    from recurse_lambda.errors import ConfigurationError
 
     def no_client() -> Any:
         raise AssertionError("no request")
@@ -243,7 +246,6 @@ def test_a_retry_after_a_completion_whose_cleanup_was_lost_finishes(s3: Any) -> 
 
 
 def test_a_completed_writer_refuses_more_writes(s3: Any) -> None:
-    from recurse_lambda.errors import ConfigurationError
 
     out = writer(s3, State().out)
     out.write(b"a")
@@ -281,3 +283,44 @@ def test_which_conditional_writes_moto_honours(s3: Any) -> None:
         Bucket=BUCKET, Key="k", UploadId=uid, MultipartUpload={"Parts": parts}
     )
     assert again["ETag"] == s3.head_object(Bucket=BUCKET, Key="k")["ETag"]
+
+
+def test_multipart_etag_needs_md5_part_etags() -> None:
+    md5 = hashlib.md5(b"x").hexdigest()
+    assert multipart_etag([f'"{md5}"', md5]) == f'"{hashlib.md5(bytes.fromhex(md5) * 2).hexdigest()}-2"'
+    assert multipart_etag([f'"{md5}"', '"not-an-md5-kms-etag"']) is None  # recognised by metadata only
+
+
+@pytest.mark.parametrize(
+    ("memory_mb", "part_mib", "expected"),
+    [(None, 8, 8), ("512", 8, 8), ("10240", 8, 8), ("128", 8, 1), ("256", 8, 3), ("512", 64, 1), ("x", 8, 8)],
+)
+def test_default_concurrency_follows_the_function_memory(
+    s3: Any, monkeypatch: pytest.MonkeyPatch, memory_mb: str | None, part_mib: int, expected: int
+) -> None:
+    from recurse_lambda.s3._writer import default_concurrency
+
+    if memory_mb is None:
+        monkeypatch.delenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mb)
+    assert default_concurrency(part_mib * 1024 * 1024) == expected
+    assert writer(s3, WriterState(), part_size=part_mib * 1024 * 1024).concurrency == expected
+    with pytest.raises(ConfigurationError, match="concurrency"):
+        writer(s3, WriterState(), concurrency=0)
+
+
+def test_a_state_committed_after_adopting_the_finished_object_replays(s3: Any) -> None:
+    # Found by the fault-schedule property: a retry from the chain's start adopts the object an earlier attempt
+    # completed, commits that state at a safe point, and dies; the next retry resumes from that commit.
+    first = writer(s3, State().out)
+    first.write(b"ab")
+    info = first.complete()
+    retry = State()
+    adopted = writer(s3, retry.out)
+    assert adopted.write(b"a") == 1  # replayed, not written
+    committed = hand_off(retry)
+    assert committed.out.done
+    later = writer(s3, committed.out)
+    assert later.write(b"b") == 1
+    assert later.complete() == info and body(s3) == b"ab" and open_uploads(s3) == []

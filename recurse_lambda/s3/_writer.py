@@ -28,6 +28,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from ..errors import ConfigurationError, OutputExistsError, S3Error
+from ._prefetch import function_memory
 from ._source import error_code, raise_s3_error
 from ._writer_state import (
     GONE,
@@ -62,8 +63,20 @@ MAX_PARTS = 10_000
 DEFAULT_PART_SIZE = 8 * MIB
 SPILL_PREFIX = "_recurse_lambda/writer/"
 META = "recurse-lambda-writer"  # x-amz-meta-…: names the chain that wrote the object, to recognise it later
+#: Part uploads in flight at most by default: with 8 MiB parts, as fast as s3transfer's 10 threads on the
+#: JuiceFS gateway (``benchmarks/s3_write.py``), and within the client's connection pool beside a reader's GETs.
+CONCURRENCY_CEILING = 8
+#: The share of the function's memory (``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``) the parts of one writer may hold.
+MEMORY_SHARE = 0.15
 _FAILED = frozenset({"PreconditionFailed", "412"})
 _CONFLICT = frozenset({"ConditionalRequestConflict", "409"})
+
+
+def default_concurrency(part_size: int) -> int:
+    """Parts uploaded at once by default: what the memory budget holds besides the part filling (at least 1),
+    at most :data:`CONCURRENCY_CEILING`."""
+    budget = int(function_memory() * MEMORY_SHARE)
+    return max(1, min(CONCURRENCY_CEILING, budget // part_size - 1))
 
 
 class S3Writer:
@@ -71,8 +84,9 @@ class S3Writer:
 
     ``if_exists``: ``"fail"`` (the default) raises :class:`OutputExistsError` at once, before any work, when
     the key holds an object; ``"replace"`` replaces it (completing with ``If-Match`` on the ETag seen now).
-    ``concurrency``: 1 (the default) uploads each part as it fills; N > 1 keeps up to N - 1 uploads in flight
-    while the next part fills (memory: N × ``part_size`` plus the part filling). ``min_part_size`` exists only
+    ``concurrency``: the parts uploaded at once while the next one fills (memory: ``concurrency`` ×
+    ``part_size`` plus the part filling); by default :func:`default_concurrency`; 1 uploads each part as it
+    fills, in the caller's thread. ``min_part_size`` exists only
     for tests against servers that lower S3's 5 MiB minimum (moto's ``S3_UPLOAD_PART_MIN_SIZE``).
     """
 
@@ -90,7 +104,7 @@ class S3Writer:
         spill_prefix: str = SPILL_PREFIX,
         content_type: str | None = None,
         min_part_size: int = MIN_PART_SIZE,
-        concurrency: int = 1,
+        concurrency: int | None = None,
     ) -> None:
         if if_exists not in ("fail", "replace"):
             raise ConfigurationError(f"if_exists must be 'fail' or 'replace', not {if_exists!r}")
@@ -109,9 +123,11 @@ class S3Writer:
         self.state = state
         self.part_size = part_size
         self.content_type = content_type
-        self.concurrency = concurrency
+        if concurrency is not None and (isinstance(concurrency, bool) or concurrency < 1):
+            raise ConfigurationError(f"concurrency must be an int >= 1, not {concurrency!r}")
+        self.concurrency = default_concurrency(part_size) if concurrency is None else concurrency
         self._pool: ThreadPoolExecutor | None = None
-        self._inflight: deque[tuple[int, int, Future[tuple[str, str]]]] = deque()
+        self._inflight: deque[tuple[int, int, Future[str]]] = deque()
         self._buffer = bytearray()
         self._synced: tuple[int, str] | None = None  # (size, md5) of the tail the state points at
         self._cleaned = False
@@ -126,6 +142,8 @@ class S3Writer:
             if tail is not None:
                 self._buffer = bytearray(tail)
                 self._synced = (state.tail.size, state.tail.key.rsplit("-", 1)[-1])
+        if state.done:  # committed finished (an attempt adopted the object it had completed): writes replay
+            self._replay = True
         state.attach(self)
 
     def __repr__(self) -> str:
@@ -150,8 +168,9 @@ class S3Writer:
         self._buffer += data
         self.state.size += n
         while len(self._buffer) >= self.part_size and not self.state.done:
-            chunk = bytes(self._buffer[: self.part_size])
-            del self._buffer[: self.part_size]
+            with memoryview(self._buffer) as view:  # one copy of the part (a slice would copy it twice)
+                chunk = bytes(view[: self.part_size])
+            del self._buffer[: self.part_size]  # cheap: a bytearray drops its front in place
             self._upload_part(chunk)
         return n
 
@@ -315,15 +334,15 @@ class S3Writer:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="s3-writer")
         self._inflight.append((number, len(chunk), self._pool.submit(self._send, number, chunk)))
-        while len(self._inflight) >= self.concurrency:
+        while len(self._inflight) > self.concurrency:  # `concurrency` uploads while the next part fills
             self._drain(1)
 
-    def _send(self, number: int, chunk: bytes) -> tuple[str, str]:
+    def _send(self, number: int, chunk: bytes) -> str:
         s = self.state
         response = self.client.upload_part(
             Bucket=s.bucket, Key=s.key, UploadId=s.upload_id, PartNumber=number, Body=chunk
         )
-        return str(response["ETag"]), md5_hex(chunk)
+        return str(response["ETag"])  # the part's MD5 (botocore checks the body's checksum on the way)
 
     def _drain(self, n: int | None = None) -> None:
         """Wait for the oldest ``n`` uploads in flight (all when None) and record them in order."""
@@ -332,12 +351,10 @@ class S3Writer:
             self._collect(number, size, future.result, ())
             n = None if n is None else n - 1
 
-    def _collect(
-        self, number: int, size: int, call: Callable[..., tuple[str, str]], args: tuple[Any, ...]
-    ) -> None:
+    def _collect(self, number: int, size: int, call: Callable[..., str], args: tuple[Any, ...]) -> None:
         s = self.state
         try:
-            etag, md5 = call(*args)
+            etag = call(*args)
         except Exception as exc:
             # S3 answers NoSuchUpload once the upload is complete (moto 5 raises an internal KeyError instead):
             # whatever the answer, an object this chain finished means an earlier attempt completed the upload
@@ -349,7 +366,7 @@ class S3Writer:
                 raise_s3_error(exc, s.bucket, s.key, f"upload part {number} of")
             raise
         if not s.done:
-            s.parts.append(WriterPart(number=number, etag=etag, size=size, md5=md5))
+            s.parts.append(WriterPart(number=number, etag=etag, size=size))
 
     def _put_whole(self) -> None:
         s = self.state
@@ -375,11 +392,11 @@ class S3Writer:
                 **self._conditions(),
             )
         except ClientError as exc:
-            self._recognise(exc, multipart_etag([p.md5 for p in s.parts]))
+            self._recognise(exc, multipart_etag([p.etag for p in s.parts]))
             return
         s.etag = str(response["ETag"])
 
-    def _recognise(self, exc: ClientError, expected_etag: str) -> None:
+    def _recognise(self, exc: ClientError, expected_etag: str | None) -> None:
         """After a refused completion: the object this chain finished before (not recorded), or an error."""
         s = self.state
         code = error_code(exc)

@@ -34,7 +34,7 @@ class WriterPart(BaseModel):
     number: int
     etag: str
     size: int
-    md5: str  # hex MD5 of the part's bytes: the multipart ETag is computed from these
+    md5: str = ""  # unused since parts are not hashed twice (the ETag is the part's MD5); kept for old states
 
 
 class WriterTail(BaseModel):
@@ -77,10 +77,15 @@ class WriterState(BaseModel):
         return bool(self.etag)
 
 
-def multipart_etag(md5s: list[str]) -> str:
-    """The ETag S3 gives a multipart object (not SSE-KMS): MD5 of the parts' binary MD5s, ``-N``, quoted."""
-    digest = hashlib.md5(b"".join(bytes.fromhex(m) for m in md5s), usedforsecurity=False).hexdigest()
-    return f'"{digest}-{len(md5s)}"'
+def multipart_etag(etags: list[str]) -> str | None:
+    """The ETag S3 gives a multipart object: the MD5 of its parts' MD5s (their ETags), then ``-`` and their
+    count. None when a part's ETag is not an MD5 (SSE-KMS, SSE-C): the object is then recognised by its
+    metadata or the done marker only."""
+    digests = [e.strip('"') for e in etags]
+    if not all(len(d) == 32 and all(c in "0123456789abcdefABCDEF" for c in d) for d in digests):
+        return None
+    digest = hashlib.md5(b"".join(bytes.fromhex(d) for d in digests), usedforsecurity=False).hexdigest()
+    return f'"{digest}-{len(digests)}"'
 
 
 def md5_hex(data: bytes | bytearray | memoryview) -> str:
