@@ -324,3 +324,24 @@ def test_a_state_committed_after_adopting_the_finished_object_replays(s3: Any) -
     later = writer(s3, committed.out)
     assert later.write(b"b") == 1
     assert later.complete() == info and body(s3) == b"ab" and open_uploads(s3) == []
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_part_buffers_are_reused_whatever_the_output_size(s3: Any, concurrency: int) -> None:
+    out = writer(s3, State().out, concurrency=concurrency)
+    sent: list[Any] = []  # the buffers themselves (kept alive, so that ids are not recycled)
+    send = out._send
+
+    def watch(number: int, chunk: Any) -> str:
+        sent.append(chunk)
+        return send(number, chunk)
+
+    out._send = watch  # type: ignore[method-assign]
+    data = bytes(range(256)) * (PART // 256 * 20 + 3)  # 20 full parts and a tail, in odd-sized writes
+    for i in range(0, len(data), 3001):
+        out.write(memoryview(data)[i : i + 3001])
+    out.complete()
+    assert body(s3) == data and open_uploads(s3) == []
+    assert (
+        len(sent) == 21 and len({id(c) for c in sent[:20]}) <= concurrency + 1
+    )  # the same buffers, again and again

@@ -10,7 +10,7 @@ AWS says to start the upload again: "Conditional requests" and the API reference
 https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html).
 
 :class:`WriterState` is a field of the user's state. It holds the upload id, the committed parts (number, ETag,
-size, MD5), the byte count and a reference to the *tail*: the bytes that do not fill a part yet. Whenever the
+size), the byte count and a reference to the *tail*: the bytes that do not fill a part yet. Whenever the
 state is dumped (a checkpoint or a hand-off: the only moments anything is committed), a serializer hook first
 spills the tail to a small object ``<spill prefix><chain id>/tail-<part>-<md5>`` (content-addressed, so an
 uncommitted attempt can never overwrite what a committed state points at), so the envelope carries a reference,
@@ -28,15 +28,21 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from ..errors import ConfigurationError, OutputExistsError, S3Error
-from ._prefetch import function_memory
 from ._source import error_code, raise_s3_error
 from ._writer_state import (
+    DEFAULT_PART_SIZE,
     GONE,
+    MAX_PART_SIZE,
+    MAX_PARTS,
+    META,
+    MIN_PART_SIZE,
+    SPILL_PREFIX,
     WriterPart,
     WriterState,
     WriterTail,
     abort_upload,
     cleanup,
+    default_concurrency,
     done_key,
     marker_key,
     md5_hex,
@@ -56,27 +62,8 @@ __all__ = [
     "open_writer",
 ]
 
-MIB = 1024 * 1024
-MIN_PART_SIZE = 5 * MIB  # every part but the last (qfacts.html)
-MAX_PART_SIZE = 5 * 1024 * MIB
-MAX_PARTS = 10_000
-DEFAULT_PART_SIZE = 8 * MIB
-SPILL_PREFIX = "_recurse_lambda/writer/"
-META = "recurse-lambda-writer"  # x-amz-meta-…: names the chain that wrote the object, to recognise it later
-#: Part uploads in flight at most by default: with 8 MiB parts, as fast as s3transfer's 10 threads on the
-#: JuiceFS gateway (``benchmarks/s3_write.py``), and within the client's connection pool beside a reader's GETs.
-CONCURRENCY_CEILING = 8
-#: The share of the function's memory (``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``) the parts of one writer may hold.
-MEMORY_SHARE = 0.15
 _FAILED = frozenset({"PreconditionFailed", "412"})
 _CONFLICT = frozenset({"ConditionalRequestConflict", "409"})
-
-
-def default_concurrency(part_size: int) -> int:
-    """Parts uploaded at once by default: what the memory budget holds besides the part filling (at least 1),
-    at most :data:`CONCURRENCY_CEILING`."""
-    budget = int(function_memory() * MEMORY_SHARE)
-    return max(1, min(CONCURRENCY_CEILING, budget // part_size - 1))
 
 
 class S3Writer:
@@ -127,8 +114,10 @@ class S3Writer:
             raise ConfigurationError(f"concurrency must be an int >= 1, not {concurrency!r}")
         self.concurrency = default_concurrency(part_size) if concurrency is None else concurrency
         self._pool: ThreadPoolExecutor | None = None
-        self._inflight: deque[tuple[int, int, Future[str]]] = deque()
-        self._buffer = bytearray()
+        self._inflight: deque[tuple[int, bytes | bytearray, Future[str]]] = deque()
+        self._buffer = bytearray()  # the part filling: a bytearray of part_size, its first _filled bytes
+        self._filled = 0
+        self._spare: list[bytearray] = []  # part buffers whose upload finished: reused, never reallocated
         self._synced: tuple[int, str] | None = None  # (size, md5) of the tail the state points at
         self._cleaned = False
         self._replay = False  # the object was finished by an earlier attempt: later writes are replays
@@ -140,7 +129,7 @@ class S3Writer:
         elif state.tail is not None and not state.done:
             tail = self._read_tail(state.tail)
             if tail is not None:
-                self._buffer = bytearray(tail)
+                self._append(memoryview(tail))
                 self._synced = (state.tail.size, state.tail.key.rsplit("-", 1)[-1])
         if state.done:  # committed finished (an attempt adopted the object it had completed): writes replay
             self._replay = True
@@ -164,15 +153,28 @@ class S3Writer:
             if self._replay:
                 return len(data)  # an earlier attempt finished the object with these very bytes
             raise ConfigurationError(f"s3://{self.state.bucket}/{self.state.key} is complete: no more writes")
-        n = len(data)
-        self._buffer += data
-        self.state.size += n
-        while len(self._buffer) >= self.part_size and not self.state.done:
-            with memoryview(self._buffer) as view:  # one copy of the part (a slice would copy it twice)
-                chunk = bytes(view[: self.part_size])
-            del self._buffer[: self.part_size]  # cheap: a bytearray drops its front in place
-            self._upload_part(chunk)
-        return n
+        view = memoryview(data).cast("B")
+        self.state.size += view.nbytes
+        self._append(view)
+        return view.nbytes
+
+    def _append(self, view: memoryview) -> None:
+        # Copied once, into a part buffer; a full one is uploaded as it is and comes back for a later part, so
+        # memory holds `concurrency + 1` buffers however large the output (no 8 MiB allocation per part).
+        at = 0
+        while at < view.nbytes and not self.state.done:
+            if not self._buffer:
+                self._buffer = self._spare.pop() if self._spare else bytearray(self.part_size)
+            take = min(self.part_size - self._filled, view.nbytes - at)
+            self._buffer[self._filled : self._filled + take] = view[at : at + take]
+            self._filled += take
+            at += take
+            if self._filled == self.part_size:
+                full, self._buffer, self._filled = self._buffer, bytearray(), 0
+                self._upload_part(full)
+
+    def _pending(self) -> bytes:
+        return bytes(memoryview(self._buffer)[: self._filled])
 
     def sync(self) -> None:
         """Make the state describe every byte written: wait for the parts in flight, spill the tail if it
@@ -181,19 +183,20 @@ class S3Writer:
         self._drain()
         if s.done:
             return
-        if not self._buffer:
+        if not self._filled:
             s.tail, self._synced = None, (0, "")
             return
-        md5 = md5_hex(self._buffer)
-        if self._synced == (len(self._buffer), md5) and s.tail is not None:
+        tail = self._pending()
+        md5 = md5_hex(tail)
+        if self._synced == (len(tail), md5) and s.tail is not None:
             return
         key = f"{s.spill_dir}tail-{len(s.parts) + 1:05d}-{md5}"
         try:
-            response = self.client.put_object(Bucket=s.spill_bucket, Key=key, Body=bytes(self._buffer))
+            response = self.client.put_object(Bucket=s.spill_bucket, Key=key, Body=tail)
         except ClientError as exc:
             raise_s3_error(exc, s.spill_bucket, key, "spill the output's tail to")
-        s.tail = WriterTail(key=key, etag=str(response["ETag"]), size=len(self._buffer))
-        self._synced = (len(self._buffer), md5)
+        s.tail = WriterTail(key=key, etag=str(response["ETag"]), size=len(tail))
+        self._synced = (len(tail), md5)
 
     def complete(self) -> dict[str, Any]:
         """Make the object appear, once: ``{"bucket", "key", "etag" (no quotes), "bytes"}``. Idempotent."""
@@ -203,16 +206,17 @@ class S3Writer:
             if not s.upload_id:
                 self._put_whole()
             else:
-                if self._buffer or not s.parts:
-                    chunk = bytes(self._buffer)
-                    self._buffer.clear()
+                if self._filled or not s.parts:
+                    chunk = self._pending()
+                    self._filled = 0
                     self._upload_part(chunk)
                     self._drain()
                 if not s.done:
                     self._complete_upload()
             s.tail = None
-            self._buffer.clear()
+            self._filled = 0
             self._prove_done()
+        self._buffer, self._spare = bytearray(), []
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
@@ -258,7 +262,7 @@ class S3Writer:
         """Take the finished object as this writer's: every later write replays bytes already in it."""
         s = self.state
         s.etag, s.size, s.tail = str(head["ETag"]), int(head["ContentLength"]), None
-        self._buffer.clear()
+        self._filled = 0
         self._replay = True
 
     def _finished_by_us(self) -> bool:
@@ -308,7 +312,7 @@ class S3Writer:
             )
         return data
 
-    def _upload_part(self, chunk: bytes) -> None:
+    def _upload_part(self, chunk: bytes | bytearray) -> None:
         """Upload the next part: in the background when ``concurrency`` > 1 (at most that many in flight)."""
         s = self.state
         number = len(s.parts) + len(self._inflight) + 1
@@ -330,14 +334,15 @@ class S3Writer:
                 raise_s3_error(exc, s.bucket, s.key, "start the multipart upload of")
         if self.concurrency <= 1:
             self._collect(number, len(chunk), self._send, (number, chunk))
+            self._reuse(chunk)
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="s3-writer")
-        self._inflight.append((number, len(chunk), self._pool.submit(self._send, number, chunk)))
+        self._inflight.append((number, chunk, self._pool.submit(self._send, number, chunk)))
         while len(self._inflight) > self.concurrency:  # `concurrency` uploads while the next part fills
             self._drain(1)
 
-    def _send(self, number: int, chunk: bytes) -> str:
+    def _send(self, number: int, chunk: bytes | bytearray) -> str:
         s = self.state
         response = self.client.upload_part(
             Bucket=s.bucket, Key=s.key, UploadId=s.upload_id, PartNumber=number, Body=chunk
@@ -347,9 +352,14 @@ class S3Writer:
     def _drain(self, n: int | None = None) -> None:
         """Wait for the oldest ``n`` uploads in flight (all when None) and record them in order."""
         while self._inflight and (n is None or n > 0):
-            number, size, future = self._inflight.popleft()
-            self._collect(number, size, future.result, ())
+            number, chunk, future = self._inflight.popleft()
+            self._collect(number, len(chunk), future.result, ())
+            self._reuse(chunk)
             n = None if n is None else n - 1
+
+    def _reuse(self, chunk: bytes | bytearray) -> None:
+        if isinstance(chunk, bytearray) and len(chunk) == self.part_size and not self.state.done:
+            self._spare.append(chunk)
 
     def _collect(self, number: int, size: int, call: Callable[..., str], args: tuple[Any, ...]) -> None:
         s = self.state
@@ -370,7 +380,7 @@ class S3Writer:
 
     def _put_whole(self) -> None:
         s = self.state
-        body = bytes(self._buffer)
+        body = self._pending()
         try:
             response = self.client.put_object(
                 Bucket=s.bucket, Key=s.key, Body=body, **self._conditions(), **self._extra()

@@ -1,4 +1,5 @@
-"""The writer's state (a field of the chain's state) and what works on it alone: cleaning up, aborting.
+"""The writer's state (a field of the chain's state), its sizes, and what works on the state alone: cleaning up,
+aborting.
 
 See :mod:`recurse_lambda.s3._writer` for the design.
 """
@@ -12,20 +13,50 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, PrivateAttr, SerializerFunctionWrapHandler, model_serializer
 
+from ._prefetch import function_memory
 from ._source import error_code
 
 __all__ = [
+    "CONCURRENCY_CEILING",
+    "DEFAULT_PART_SIZE",
     "GONE",
+    "MAX_PARTS",
+    "MAX_PART_SIZE",
+    "META",
+    "MIN_PART_SIZE",
+    "SPILL_PREFIX",
     "WriterPart",
     "WriterState",
     "WriterTail",
     "abort_upload",
     "cleanup",
+    "default_concurrency",
     "done_key",
     "marker_key",
     "md5_hex",
     "multipart_etag",
 ]
+
+MIB = 1024 * 1024
+MIN_PART_SIZE = 5 * MIB  # every part but the last (qfacts.html)
+MAX_PART_SIZE = 5 * 1024 * MIB
+MAX_PARTS = 10_000
+DEFAULT_PART_SIZE = 8 * MIB
+SPILL_PREFIX = "_recurse_lambda/writer/"
+META = "recurse-lambda-writer"  # x-amz-meta-…: names the chain that wrote the object, to recognise it later
+#: Part uploads in flight at most by default: with 8 MiB parts, as fast as s3transfer's 10 threads on the
+#: JuiceFS gateway (``benchmarks/s3_write.py``), and within the client's connection pool beside a reader's GETs.
+CONCURRENCY_CEILING = 8
+#: The share of the function's memory (``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``) the parts of one writer may hold.
+MEMORY_SHARE = 0.15
+
+
+def default_concurrency(part_size: int) -> int:
+    """Parts uploaded at once by default: what the memory budget holds besides the part filling (at least 1),
+    at most :data:`CONCURRENCY_CEILING`."""
+    budget = int(function_memory() * MEMORY_SHARE)
+    return max(1, min(CONCURRENCY_CEILING, budget // part_size - 1))
+
 
 GONE = frozenset({"NoSuchUpload"})
 
