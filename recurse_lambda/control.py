@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -51,6 +52,15 @@ def _shared_client(service: str) -> Any:
     from .aws import clients  # the AWS layer, imported at the first client: ChainControl imports no boto3
 
     return clients.client(service)
+
+
+def _holds_writer(value: Any) -> bool:
+    """Whether a dumped state holds an output writer's state (``{"kind": "s3-writer", ...}``) anywhere."""
+    if isinstance(value, Mapping):
+        return value.get("kind") == "s3-writer" or any(_holds_writer(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_holds_writer(v) for v in value)
+    return False
 
 
 def code_version_of(function: str) -> str:
@@ -131,11 +141,14 @@ class ChainControl:
 
     # ------------------------------------------------------------------ steering
 
-    def cancel(self, chain_id: str) -> ChainRecord:
+    def cancel(self, chain_id: str, *, abort_uploads: bool = True) -> ChainRecord:
         """Mark a RUNNING chain CANCELLED; its next claim, checkpoint or hand-off sees it and stops.
 
         Cancelling a sharded job cancels its running shards too. Cancelling one shard cancels its job (the job's
         error names the shard), and so the job's other running shards: the job cannot complete without it.
+        With ``abort_uploads`` (the default), the open uploads of the outputs (``run.s3.writer``) in the
+        committed state of every chain cancelled are aborted and their spilled tails deleted (S3 is called only
+        when a state holds a writer); a hop still running meets the aborted upload and stops.
         """
         try:
             record = self.ledger.cancel(chain_id, now=self.clock.time())
@@ -149,11 +162,32 @@ class ChainControl:
         spec = shard_spec(record.event)
         if spec is not None:
             job = end_job(self.ledger, spec, chain_id, ChainStatus.CANCELLED, None, self.clock.time())
+        cancelled = [record]
         for shard in self._shards(job) if job is not None else []:
             if shard.status is ChainStatus.RUNNING:
                 with contextlib.suppress(LedgerConflict):  # it ended meanwhile
-                    self.ledger.cancel(shard.chain_id, now=self.clock.time())
+                    cancelled.append(self.ledger.cancel(shard.chain_id, now=self.clock.time()))
+        if abort_uploads:
+            for ended in cancelled:
+                self._abort_uploads(ended)
         return record
+
+    def _abort_uploads(self, record: ChainRecord) -> None:
+        state = record.progress.get("state") if isinstance(record.progress, Mapping) else None
+        if not _holds_writer(state):
+            return
+        from .s3 import abort_upload  # the s3 layer, only for a state that holds an output
+
+        try:
+            abort_upload(state, self._client("s3"))
+        except Exception as exc:  # the chain is cancelled whatever S3 answers
+            logging.getLogger("recurse_lambda").warning(
+                "chain %s is cancelled, but its output's upload could not be aborted (%s: %s); the bucket's "
+                "lifecycle rule (AbortIncompleteMultipartUpload) removes it",
+                record.chain_id,
+                type(exc).__name__,
+                exc,
+            )
 
     def _shards(self, job: ChainRecord) -> builtins.list[ChainRecord]:
         """The shard chains of a sharded job (none for another chain, or a job not yet split)."""

@@ -345,3 +345,29 @@ def test_part_buffers_are_reused_whatever_the_output_size(s3: Any, concurrency: 
     assert (
         len(sent) == 21 and len({id(c) for c in sent[:20]}) <= concurrency + 1
     )  # the same buffers, again and again
+
+
+def test_cancel_aborts_the_upload_of_a_cancelled_chain_and_calls_s3_only_for_a_writer(s3: Any) -> None:
+    from recurse_lambda.control import ChainControl
+    from recurse_lambda.core.memory_ledger import InMemoryLedger
+    from recurse_lambda.local import VirtualClock
+
+    state = State()
+    out = writer(s3, state.out)
+    out.write(b"x" * (3 * PART + 10))  # three parts uploaded, a tail
+    dumped = json.loads(commit(state))
+    assert len(open_uploads(s3)) == 1 and keys(s3) != []  # the upload, its marker and the spilled tail
+    ledger, clock = InMemoryLedger(), VirtualClock()
+    ledger.start("c", progress={"state": dumped}, event={}, now=clock.time())
+    ledger.start("plain", progress={"state": {"i": 1}}, event={}, now=clock.time())
+    factories: list[str] = []
+
+    def factory(service: str) -> Any:
+        factories.append(service)
+        return s3
+
+    control = ChainControl(ledger, clock=clock, environ={}, client_factory=factory, invoker=object())  # type: ignore[arg-type]
+    control.cancel("plain")
+    assert factories == []  # no writer in that state: no S3 client, no request
+    assert control.cancel("c").status.value == "CANCELLED"
+    assert factories == ["s3"] and open_uploads(s3) == [] and keys(s3) == []
