@@ -80,7 +80,10 @@ LAYER_ALLOWED: dict[tuple[str, str], str] = {
         "ChainControl's documented defaults when the caller passes none: a Lambda invoker, and an S3 spill "
         "store when RECURSE_LAMBDA_SPILL_BUCKET is set"
     ),
-    ("control", "s3"): "ChainControl.cancel aborts the uploads of the outputs a cancelled chain's state holds",
+    (
+        "control",
+        "s3",
+    ): "ChainControl.cancel aborts the uploads of the outputs a cancelled chain's state holds",
     ("chain.run", "s3"): "Run.s3, the public door from a chunk to the s3 layer, created on first use",
     ("chain.warm", "s3"): "WarmState.cache, the container's S3Cache behind Run.s3, created on first use",
 }
