@@ -1,9 +1,10 @@
 """Count the lines of an S3 object, as a chain of Lambda invocations, written as an async generator.
 
 The same contract as ``examples/line_count.py``. Event: ``{"bucket": ..., "key": ...}``. Result:
-``{"lines": L, "bytes": B, "checksum": C}``, where the object's bytes are split at ``\\n`` (a last piece without
-one counts if it is not empty), a line's content excludes its ``\\n`` and one ``\\r`` before it, and ``C`` is the
-sum of ``zlib.crc32(content)`` over all lines, modulo 2**64.
+``{"lines": L, "bytes": B, "checksum": C}``, where the content's bytes are split at ``\\n`` (a last piece without
+one counts if it is not empty), a line's content excludes its ``\\n`` and one ``\\r`` before it, ``C`` is the
+sum of ``zlib.crc32(content)`` over all lines, modulo 2**64, and ``B`` is the content's size. A gzip or zstd object
+is counted decompressed, and the result also holds ``"object_bytes"``, the stored size.
 
 The batches are read on the reader's own thread (``reader.abatches``), so the event loop stays free for the handler's
 concurrent awaits between two safe points. Python forbids ``return value`` in an async generator: the result is
@@ -27,20 +28,23 @@ from recurse_lambda.aws import ledger_from_env
 
 
 class Progress(BaseModel):
-    offset: int = 0  # byte offset of the next unread line
+    cursor: int | dict[str, Any] = 0  # where the next hop resumes: batch.cursor
+    offset: int = 0  # offset of the next unread line in the (decompressed) content: batch.end
     lines: int = 0
     checksum: int = 0
 
 
 @recursive(state=Progress, ledger=ledger_from_env())  # stateless when no table is configured
 async def handler(event: dict[str, Any], state: Progress, run: Run) -> AsyncGenerator[None, None]:
-    reader = run.s3.lines(event["bucket"], event["key"], start=state.offset, encoding=None)
+    reader = run.s3.lines(event["bucket"], event["key"], start=state.cursor, encoding=None)
     async with reader.abatches(20_000) as batches:
         async for batch in batches:
             state.checksum = (state.checksum + sum(map(zlib.crc32, batch.records))) % 2**64
             state.lines += len(batch.records)
-            state.offset = batch.end
+            state.cursor, state.offset = batch.cursor, batch.end
             yield  # a safe point: the runner may hand off here, with the state as it is now
-    # A HEAD request blocks: it runs on a thread, not on the loop.
-    size = await asyncio.to_thread(lambda: run.s3.open(event["bucket"], event["key"]).size)
+    # The pinned size may need a HEAD request, which blocks: it runs on a thread, not on the loop.
+    size = await asyncio.to_thread(lambda: reader.source.size)
     run.result = {"lines": state.lines, "bytes": size, "checksum": state.checksum}
+    if reader.compression in ("gzip", "zstd"):  # read decompressed: the content ended where the reader stands
+        run.result.update(bytes=reader.position, object_bytes=size)

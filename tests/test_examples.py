@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import gzip
 import io
 import json
 import random
@@ -20,6 +21,7 @@ from typing import Any
 
 import boto3
 import pytest
+import zstandard
 
 from examples import csv_aggregate, enrich, line_count
 from recurse_lambda import RecursiveHandler, Run
@@ -204,6 +206,11 @@ class Case:
     data: bytes
     reference: Callable[[bytes], dict[str, Any]]  # the result over a prefix of the data
     progress: Callable[[dict[str, Any]], dict[str, Any]]  # a committed state, as the result it stands for
+    extra: dict[str, Any] = field(default_factory=dict)  # what the whole result adds to the reference
+    first_ranges: int = 1  # GETs from byte 0 (only the first hop's)
+
+    def expected(self) -> dict[str, Any]:
+        return {**self.reference(self.data), **self.extra}
 
 
 @functools.cache
@@ -226,6 +233,33 @@ def line_count_case(s3: Any) -> Case:
         count_lines,
         lambda st: {"lines": st["lines"], "bytes": st["offset"], "checksum": st["checksum"]},
     )
+
+
+def compressed(kind: str, data: bytes) -> bytes:
+    """``data`` as one gzip member (resumed at the access points inside it), or as zstd frames of 512 KiB."""
+    if kind == "gzip":
+        return gzip.compress(data, 6, mtime=0)
+    step = 512 * 1024
+    cctx = zstandard.ZstdCompressor(level=3)
+    return b"".join(cctx.compress(data[i : i + step]) for i in range(0, len(data), step))
+
+
+def compressed_line_count_case(kind: str) -> Callable[[Any], Case]:
+    def case(s3: Any) -> Case:
+        data = data_of("text")
+        stored = compressed(kind, data)
+        s3.put_object(Bucket=BUCKET, Key=f"text.txt.{kind}", Body=stored)
+        return Case(
+            line_count.handler,
+            {"bucket": BUCKET, "key": f"text.txt.{kind}"},
+            data,
+            count_lines,
+            lambda st: {"lines": st["lines"], "bytes": st["offset"], "checksum": st["checksum"]},
+            extra={"object_bytes": len(stored)},
+            first_ranges=2,  # the first range, which tells the compression, is fetched again to decompress
+        )
+
+    return case
 
 
 def csv_case(s3: Any) -> Case:
@@ -259,7 +293,13 @@ def enrich_case(s3: Any) -> Case:
     )
 
 
-CASES = {"line_count": line_count_case, "csv_aggregate": csv_case, "enrich": enrich_case}
+CASES = {
+    "line_count": line_count_case,
+    "line_count_gzip": compressed_line_count_case("gzip"),
+    "line_count_zstd": compressed_line_count_case("zstd"),
+    "csv_aggregate": csv_case,
+    "enrich": enrich_case,
+}
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -268,19 +308,19 @@ def test_example_gives_the_reference_result_over_several_hops(s3: Any, name: str
     # The examples declare no ledger: run them as they are (stateless mode).
     log = GetObjectLog()
     report = simulate(case.handler, case.event, log, ledger=None).raise_for_status()
-    assert report.result == case.reference(case.data)
+    assert report.result == case.expected()
     assert report.hops >= 3, report.timeline()
-    # Only the first hop reads the start of the object: later hops resume at their offset (and csv_aggregate
-    # carries the header in its state instead of reading it again).
+    # Only the first hop reads the start of the object: later hops resume at their offset or cursor (and
+    # csv_aggregate carries the header in its state instead of reading it again).
     ranges = [params["Range"] for params, _ in log.of(case.event["key"])]
     assert len(ranges) >= report.hops - 1  # a last hop may start at the very end: nothing to read
-    assert sum(r.startswith("bytes=0-") for r in ranges) == 1, ranges
+    assert sum(r.startswith("bytes=0-") for r in ranges) == case.first_ranges, ranges
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_example_is_exact_under_faults_with_a_ledger(s3: Any, name: str) -> None:
     case = CASES[name](s3)
-    expected = case.reference(case.data)
+    expected = case.expected()
     statuses = []
     crashes = duplicates = containers = 0
     for seed in SEEDS:
@@ -316,6 +356,10 @@ def test_a_hop_that_keeps_crashing_fails_the_chain_at_its_last_committed_state(s
     assert report.count("crash") == 6 and report.retries == 4
     state = report.last_state
     assert 0 < state["offset"] < len(case.data)  # what hop 1 handed off
+    if (
+        case.handler is line_count.handler
+    ):  # the cursor it resumes from: a decompression cursor when compressed
+        assert isinstance(state["cursor"], dict) == bool(case.extra), state["cursor"]
     assert case.progress(state) == case.reference(case.data[: state["offset"]])
 
 
