@@ -1,11 +1,13 @@
 """Listing a prefix: ``run.s3.keys`` as a chain under faults, against a plain ``list_objects_v2`` paginator.
 
-Starts a moto server (``ThreadedMotoServer``) on 127.0.0.1 at a free port in a child process, so the server does
-not share the benchmark's interpreter lock, and fills one bucket through moto's in-process backend (one
-``put_object`` call on the backend per key, no HTTP): N keys under ``data/`` (some with a non-ASCII character,
-created out of order) and a few hundred outside the prefix. For comparison it also times a sample of keys
-``PUT`` over HTTP by 16 threads. Then, in the same run, rounds alternate the order of the contenders
-(A B C D, then D C B A, ...), each listing every key under ``data/`` (1,000 keys a page):
+Starts an S3 server on 127.0.0.1 at a free port and fills one bucket without HTTP: N keys under ``data/`` (some
+with a non-ASCII character, created out of order) and a few hundred outside the prefix. ``--server juicefs``
+(the default): a JuiceFS gateway, filled by ``juicefs sync`` of a local tree straight into its volume.
+``--server moto``: moto's ``ThreadedMotoServer`` in a child process (it does not share the benchmark's
+interpreter lock), filled through its in-process backend; much faster to fill, but moto lists the whole bucket
+again for every page, so its listing slows as the bucket grows. For comparison it also times keys ``PUT`` over
+HTTP by 16 threads. Then, in the same run, rounds alternate the order of the contenders (A B C D, then D C B A,
+...), each listing every key under ``data/`` (1,000 keys a page):
 
 * ``paginator``: boto3's ``list_objects_v2`` paginator (continuation tokens), one client;
 * ``listing``: ``KeyLister`` (what ``run.s3.keys`` returns) iterated outside a chain, ``StartAfter`` cursors;
@@ -23,7 +25,7 @@ to the fold over the expected keys sorted as UTF-8 bytes: every key exactly once
 keys per wall-clock second (the chain's includes the simulator, the ledger and every replayed page); medians
 are quoted. The last line printed is one JSON object.
 
-    python benchmarks/s3_list.py [--quick] [--keys 100000] [--rounds 3]
+    python benchmarks/s3_list.py [--quick] [--keys 100000] [--rounds 3] [--server juicefs|moto]
 """
 
 from __future__ import annotations
