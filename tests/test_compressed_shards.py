@@ -15,11 +15,21 @@ import zstandard
 from pydantic import BaseModel
 
 import recurse_lambda
-from recurse_lambda import InMemoryLedger, Run, Shards, recursive
-from recurse_lambda import DecompressionError, RecurseLambdaError, s3
+from recurse_lambda import (
+    ConfigurationError,
+    DecompressionError,
+    InMemoryLedger,
+    RecurseLambdaError,
+    Run,
+    Shards,
+    recursive,
+    s3,
+)
 from recurse_lambda.config import PERMANENT_ERRORS
 from recurse_lambda.local import Simulator, VirtualClock
 from recurse_lambda.s3 import _gzip_points
+from recurse_lambda.shards import split
+from recurse_lambda.shards.plan import Part
 
 
 def test_decompression_error_is_public_permanent_and_still_a_value_error() -> None:
@@ -155,3 +165,94 @@ def test_a_sharded_job_over_members_or_frames_reads_what_one_pass_reads(moto_s3,
     report.raise_for_status()
     assert report.result["shards"] > 2  # cut at member or frame starts, not refused
     assert report.result["lines"] == expected(content)
+
+
+def test_the_shards_hand_off_in_mid_member_and_resume_from_dict_cursors(moto_s3):
+    content = text(3)
+    report = run_job(moto_s3, "hops.gz", b"".join(gzip.compress(p) for p in pieces(content, 4)), 3)
+    report.raise_for_status()
+    assert report.result["lines"] == expected(content)
+    hops = [r for r in report.rows if r.chain_id != report.chain_id]
+    assert len(hops) > 2 * report.result["shards"]  # each shard ran several hops
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (gzip.compress(b"one member\n" * 50_000), ["a single member", "bgzip", "concatenated"]),
+        (
+            zstandard.ZstdCompressor().compress(b"one frame\n" * 50_000),
+            ["a single frame", "pzstd", "seekable"],
+        ),
+    ],
+    ids=["gzip", "zstd"],
+)
+def test_a_single_member_or_frame_object_is_refused_saying_how_to_write_one_that_shards(moto_s3, body, words):
+    report = run_job(moto_s3, "one.bin", body, 4)
+    assert report.status == "FAILED"
+    assert "ConfigurationError" in report.error
+    for word in words:
+        assert word in report.error
+
+
+def test_a_false_member_start_fails_the_job_never_a_wrong_result(moto_s3):
+    """A gzip member stored verbatim (level 0) inside another looks like a member start, and decompresses."""
+    inner = gzip.compress(b"inner\n" * 2000)
+    content = b"before\n" * 20_000 + inner + b"\nafter\n" * 20_000
+    body = gzip.compress(content, compresslevel=0) + gzip.compress(b"tail\n")
+    report = run_job(moto_s3, "false.gz", body, 4)
+    assert report.status == "FAILED"
+    assert "DecompressionError" in report.error and "not a gzip member boundary" in report.error
+
+
+def test_a_prefix_of_single_member_objects_is_cut_at_object_ends(moto_s3):
+    moto_s3.create_bucket(Bucket="data")
+    bodies = [text(10 + i, 400) + b"\n" for i in range(4)]
+    for i, body in enumerate(bodies):
+        moto_s3.put_object(Bucket="data", Key=f"in/{i}.gz", Body=gzip.compress(body))
+    moto_s3.put_object(Bucket="data", Key="in/9.txt", Body=b"plain\r\nlines\n")
+    clock = VirtualClock()
+    simulator = Simulator(
+        seen_handler(clock, 7), clock=clock, timeout=60.0, s3_client=lambda: moto_s3, ledger=InMemoryLedger()
+    )
+    report = simulator.run({"bucket": "data", "prefix": "in/"})
+    report.raise_for_status()
+    assert report.result["lines"] == expected(b"".join(bodies) + b"plain\r\nlines\n")
+
+
+def test_shards_compression_none_splits_stored_bytes_without_looking(moto_s3):
+    clock = VirtualClock()
+    handler = seen_handler(clock, 3, compression=None)
+    moto_s3.create_bucket(Bucket="data")
+    moto_s3.put_object(Bucket="data", Key="n.txt", Body=b"1\n22\n333\n" * 1000)
+    simulator = Simulator(
+        handler, clock=clock, timeout=60.0, s3_client=lambda: moto_s3, ledger=InMemoryLedger()
+    )
+    report = simulator.run({"bucket": "data", "key": "n.txt"})
+    report.raise_for_status()
+    assert report.result["lines"] == expected(b"1\n22\n333\n" * 1000)
+    with pytest.raises(ConfigurationError, match="compression"):
+        Shards(count=2, reduce=list, compression="gzip")
+
+
+def test_a_part_keeps_its_compression_in_the_plan_and_old_plans_still_load():
+    part = Part("b", "k", "e", 100, 10, 50, None, "zstd")
+    assert Part.from_json(part.to_json()) == part
+    plain = Part("b", "k", "e", 100, 10, 50)
+    assert "compression" not in plain.to_json()  # plans of plain objects are as before
+    assert Part.from_json(plain.to_json()) == plain
+
+
+def test_candidate_starts_are_found_near_the_cut_and_checked():
+    members = [gzip.compress(b"%d\n" % i * 3000) for i in range(5)]
+    body = b"".join(members)
+    starts = [sum(map(len, members[:i])) for i in range(5)]
+    read = lambda a, b: body[a:b]  # noqa: E731
+    assert split.find_start("gzip", read, 1, len(body)) == starts[1]
+    assert split.find_start("gzip", read, starts[2], len(body)) == starts[2]
+    assert split.find_start("gzip", read, starts[4] + 1, len(body)) is None
+    garbage = b"\x1f\x8b\x08\x00" + bytes(random.Random(5).randrange(256) for _ in range(5000))
+    assert split.find_start("gzip", lambda a, b: garbage[a:b], 0, len(garbage)) is None
+    frames = [zstandard.ZstdCompressor().compress(b"%d\n" % i * 3000) for i in range(3)]
+    zbody = b"".join(frames)
+    assert split.find_start("zstd", lambda a, b: zbody[a:b], 1, len(zbody)) == len(frames[0])

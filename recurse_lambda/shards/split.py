@@ -126,7 +126,7 @@ def unsplittable(compression: str, where: str, count: int) -> str:
             "(`zstd` each piece, `cat` the .zst files); `zstd -T0` and `--rsyncable` still write one frame",
         )
     return (
-        f"{where} is {compression}-compressed with no {kind} boundary within {SEARCH // 1024} KiB after any of "
+        f"{where} is {compression}-compressed with no {kind} boundary within {SEARCH // 1024 // 1024} MiB after any of "
         f"the cut points of {count} shards (a single {kind}, or {kind}s larger than that): a compressed "
         f"object is split only at {kind} boundaries. Read it with one chain (run.s3 readers resume inside it), "
         f"or {how}"
