@@ -122,7 +122,7 @@ def unsplittable(compression: str, where: str, count: int) -> str:
     else:
         kind, how = (
             "frame",
-            "write it as several zstd frames: `pzstd`, the zstd seekable format, or zstd pieces concatenated "
+            "write it as several zstd frames: the zstd seekable format, or zstd pieces concatenated "
             "(`zstd` each piece, `cat` the .zst files); `zstd -T0` and `--rsyncable` still write one frame",
         )
     return (
