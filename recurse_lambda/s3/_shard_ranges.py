@@ -133,8 +133,8 @@ class CompressedShard(DecompressedRanges):
                     self._marks.append((chunk.offset, chunk.cursor))
                     yield chunk.offset, chunk.data
             except DecompressionError as exc:
-                if "truncated" not in str(exc):
-                    raise
+                if not any(w in str(exc) for w in ("truncated", "no gzip member", "no zstd frame")):
+                    raise  # corrupt data, not cut short by the view
                 raise DecompressionError(
                     f"{_describe(self._source)}: the shard's stored range ends at byte {self._end}, which is not "
                     f"a {self._kind} {'member' if self._kind == 'gzip' else 'frame'} boundary (the start "
