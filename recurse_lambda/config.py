@@ -17,6 +17,7 @@ from .errors import (
     BucketNotFoundError,
     BudgetError,
     ConfigurationError,
+    DecompressionError,
     EnvelopeError,
     GuardExceeded,
     MalformedRecordError,
@@ -55,6 +56,7 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
     ObjectNotFoundError,
     BucketNotFoundError,
     MalformedRecordError,
+    DecompressionError,
     ValidationError,
 )
 

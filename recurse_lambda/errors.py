@@ -21,6 +21,8 @@ RecurseLambdaError
 ├── NotifyError                 a failure notice could not be sent (logged; the chain is FAILED anyway)
 ├── ChainFailed                 the chain ended FAILED (carries the error and the last committed state)
 ├── TriggerError                an event-source event (SQS, S3, ...) that is empty or malformed, or a record of it
+├── MalformedRecordError        a record a reader cannot parse
+├── DecompressionError          a gzip or zstd object that is corrupt, truncated, or cut off at a false boundary
 └── S3Error                     S3 trouble, named precisely
     ├── ObjectNotFoundError / BucketNotFoundError / AccessDeniedError
     └── ObjectChangedError      the pinned object changed under a running chain
@@ -154,6 +156,14 @@ class MalformedRecordError(RecurseLambdaError):
         self.key = key
         where = f"s3://{bucket}/{key}" if bucket is not None and key is not None else "the object"
         super().__init__(f"malformed record at byte {offset} of {where}: {message}")
+
+
+class DecompressionError(RecurseLambdaError, ValueError):
+    """The object is not valid gzip or zstd data (corrupt, truncated, or another format), or a shard of it does
+    not end at a gzip member or zstd frame boundary. Permanent: the bytes are the same on every attempt.
+
+    Also a ``ValueError``, which it was before it joined this tree.
+    """
 
 
 class S3Error(RecurseLambdaError):

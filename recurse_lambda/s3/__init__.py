@@ -4,7 +4,7 @@ prefix, and the warm-container cache.
 Readers share one base, :class:`Reader`; :data:`FORMATS` is the table of formats (see ``s3/_formats.py``).
 """
 
-from ..errors import OutputExistsError
+from ..errors import DecompressionError, OutputExistsError
 from ._cache import CacheStats, S3Cache
 from ._csv import CsvReader
 from ._formats import FORMATS, register_format
@@ -29,6 +29,7 @@ __all__ = [
     "ChunkReader",
     "CsvReader",
     "CsvWriter",
+    "DecompressionError",
     "JsonLinesReader",
     "JsonLinesWriter",
     "KeyBatch",

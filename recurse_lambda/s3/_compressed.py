@@ -29,7 +29,9 @@ def plan(
     """``(offset, compression, cursor)``: where a reader over ``source`` starts and what it decompresses.
 
     ``start`` is an int offset or a cursor dict (``batch.cursor`` of a compressed object). An int past 0 over a
-    compressed object, or a shard of one, is refused with a :class:`ConfigurationError` saying what to do.
+    compressed object is refused with a :class:`ConfigurationError` saying what to do. A shard (``end`` given)
+    of a compressed object, with its compression given, starts at the stored offset ``start`` (a member or frame
+    start, where decompressed offsets count from 0) or at a cursor; with ``"auto"``, a shard is read as stored.
     ``"auto"`` is returned for a reader that detects the compression from its first range.
     """
     if compression not in ("auto", "gzip", "zstd", None):
@@ -41,7 +43,7 @@ def plan(
             raise ConfigurationError(f"start={start!r} is not a reader cursor (batch.cursor)") from exc
         if compression != "auto" and compression != cursor.compression:
             raise ConfigurationError(f"the cursor is for {cursor.compression!r} data, not {compression!r}")
-        if shard:
+        if shard and cursor.compression is None:
             raise ConfigurationError("a shard's start is an int offset, not a decompression cursor")
         return cursor.offset, cursor.compression, cursor
     if compression == "auto" and isinstance(start, int) and start > 0:
@@ -56,12 +58,8 @@ def plan(
     if compression is None:
         return start, None, None
     name = _describe(source)
-    if shard:
-        raise ConfigurationError(
-            f"{name} is {compression}-compressed: shards split stored bytes, which cannot be cut inside a "
-            "compressed stream; read it with one chain (run.s3 readers), or store it uncompressed or in "
-            "several objects to shard it"
-        )
+    if shard:  # `start` and `end` are member (or frame) starts: see _shard_ranges.CompressedShard
+        return 0, compression, Cursor(compression, Point(start, 0))
     if start != 0:
         raise ConfigurationError(
             f"{name} is {compression}-compressed: resume from batch.cursor (a dict), not from the int offset "

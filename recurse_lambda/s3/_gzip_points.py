@@ -21,16 +21,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..errors import DecompressionError  # defined there with every public error; imported from here too
+
 __all__ = ["WINDOW", "DecompressionError", "GzipEngine", "Point", "libz", "preface"]
 
 #: DEFLATE's window: the most output a back-reference may reach.
 WINDOW = 32 * 1024
 _FEXTRA, _FNAME, _FCOMMENT, _FHCRC = 4, 8, 16, 2
 _Z_OK, _Z_STREAM_END, _Z_BUF_ERROR, _Z_BLOCK = 0, 1, -5, 5
-
-
-class DecompressionError(ValueError):
-    """The object is not valid gzip or zstd data (corrupt, truncated, or another format)."""
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from ..errors import MalformedRecordError
 from ._compressed import CompressionOption, DecompressedRanges, Decompressing, Prepended, sniff
 from ._decompress import Cursor
 from ._prefetch import AUTO_PREFETCH, AUTO_RANGE_SIZE, ByteSource, RangeFetcher, _describe, check_window
-from ._shard_ranges import ShardRanges
+from ._shard_ranges import CompressedShard, ShardRanges
 
 if TYPE_CHECKING:
     from ._aiter import ABatches
@@ -194,7 +194,7 @@ class Reader(Decompressing, Generic[T]):
         #: The offset of the next unread record: ``start``, then the ``end`` of the last batch delivered (with
         #: ``end``, once done: the start of the first record at or after ``end``).
         self.position = start
-        self._shard: ShardRanges | None = None
+        self._shard: ShardRanges | CompressedShard | None = None
         self._range_size = range_size
         self._prefetch = prefetch
         self._fetcher: RangeFetcher | Prepended | None = None
@@ -314,6 +314,12 @@ class Reader(Decompressing, Generic[T]):
         """Where the records begin and the ranges holding them: with ``end``, only the shard's records."""
         if self.end is None:
             return self.start, self._ranges()
+        if self.compression in ("gzip", "zstd") and self._resume_at is not None:  # see CompressedShard
+            shard = CompressedShard(
+                self.source, self._resume_at, self.end, range_size=self._range_size, prefetch=self._prefetch
+            )
+            self._shard = self._decompressed = shard
+            return shard.begin, shard
         size = self.source.size
         if self.start > size:
             raise ValueError(f"start {self.start} is past the end of {_describe(self.source)} ({size})")

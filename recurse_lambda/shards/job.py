@@ -19,7 +19,7 @@ never started and hands itself on to the next hop, where the last join will find
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..chain.context import HopContext, envelope_of
@@ -31,7 +31,16 @@ from ..chain.world import Outcome
 from ..core.ledger import ChainRecord, ChainStatus, Ledger
 from ..core.progress import Progress
 from ..errors import ConfigurationError, LedgerConflict, LedgerError, LostLeaseError
-from .plan import SHARD_ID_PREFIX, SHARD_KEY, Part, Shard, plan_shards, shard_chain_ids, shard_part
+from .plan import (
+    SHARD_ID_PREFIX,
+    SHARD_KEY,
+    ObjectInfo,
+    Part,
+    Shard,
+    plan_shards,
+    shard_chain_ids,
+    shard_part,
+)
 
 log = logging.getLogger("recurse_lambda")
 
@@ -75,7 +84,8 @@ def drive_job(ctx: HopContext, state: Any, run: Run) -> Finished | dict[str, Any
                 "a sharded job needs a lister for its source (World.lister); this world has none"
             )
         objects = lister(config.shards.source(env.event))
-        parts = plan_shards(objects, config.shards.count, config.shards.min_bytes)
+        read = stored_bytes(run) if config.shards.compression == "auto" else None
+        parts = plan_shards(objects, config.shards.count, config.shards.min_bytes, read)
         plan = {
             "count": len(parts),
             "parts": [[p.to_json() for p in ps] for ps in parts],
@@ -119,6 +129,20 @@ def drive_job(ctx: HopContext, state: Any, run: Run) -> Finished | dict[str, Any
         wake_job(ctx, handed)  # the last shard joined before the hand-off, so it could not wake the job
     outcome = Outcome.SPLIT if not plan.get("started") else Outcome.WAITING
     return ctx.respond(outcome, ChainStatus.RUNNING, shards=n, joined=len(handed.joined), sent=sent)
+
+
+def stored_bytes(run: Run) -> Callable[[ObjectInfo, int, int], bytes]:
+    """``read(object, start, end)``: its stored bytes, through the job's ``run.s3`` (pinned like any read)."""
+
+    def read(o: ObjectInfo, start: int, end: int) -> bytes:
+        # Pinned to the version listed (the one the shards read), with no HEAD of its own.
+        run.s3.pins.setdefault(
+            f"{o.bucket}/{o.key}", {"etag": o.etag, "version_id": o.version_id, "size": o.size}
+        )
+        chunks = run.s3.reader("chunks", o.bucket, o.key, start, end=end, compression=None)
+        return b"".join(chunks)
+
+    return read
 
 
 def start_shards(ctx: HopContext, plan: Mapping[str, Any]) -> list[ChainRecord]:

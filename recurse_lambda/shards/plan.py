@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigurationError
+from . import split
 from .reader import Shard, ShardReader  # what a shard reads; re-exported here, where they used to live
 
 __all__ = ["ObjectInfo", "Part", "Shard", "ShardReader", "Shards", "SourceRef", "plan_shards"]
@@ -69,6 +70,9 @@ class Shards:
     reduce: Callable[[list[Any]], Any]
     source: Callable[[Any], SourceRef] = source_from_event
     min_bytes: int = 1024 * 1024
+    #: ``"auto"``: an object cut by the split is looked at (its first bytes, one small GET), and a gzip or zstd
+    #: one is cut at member or frame starts (see ``shards/split.py``); None: every object is split as stored.
+    compression: str | None = "auto"
 
     def __post_init__(self) -> None:
         if not isinstance(self.count, int) or not 1 <= self.count <= MAX_SHARDS:
@@ -81,6 +85,8 @@ class Shards:
             raise ConfigurationError(f"Shards.source must be callable, not {self.source!r}")
         if self.min_bytes < 1:
             raise ConfigurationError("Shards.min_bytes must be at least 1")
+        if self.compression not in ("auto", None):
+            raise ConfigurationError(f"Shards.compression must be 'auto' or None, not {self.compression!r}")
 
 
 @dataclass(frozen=True)
@@ -105,9 +111,14 @@ class Part:
     start: int
     end: int
     version_id: str | None = None
+    #: ``"gzip"`` or ``"zstd"``: ``start`` and ``end`` are member or frame starts (or 0 and the size), and the
+    #: shard reads the decompressed content between them.
+    compression: str | None = None
 
     def to_json(self) -> dict[str, Any]:
+        extra = {} if self.compression is None else {"compression": self.compression}
         return {
+            **extra,
             "bucket": self.bucket,
             "key": self.key,
             "etag": self.etag,
@@ -127,6 +138,7 @@ class Part:
             start=int(data["start"]),
             end=int(data["end"]),
             version_id=None if data.get("version_id") is None else str(data["version_id"]),
+            compression=None if data.get("compression") is None else str(data["compression"]),
         )
 
     @property
@@ -139,26 +151,62 @@ class Part:
         }
 
 
-def plan_shards(objects: Sequence[ObjectInfo], count: int, min_bytes: int = 1) -> list[list[Part]]:
+def plan_shards(
+    objects: Sequence[ObjectInfo], count: int, min_bytes: int = 1, read: Reader | None = None
+) -> list[list[Part]]:
     """Cut the objects' bytes, concatenated in the given order, into at most ``count`` equal ranges.
 
     There is always at least one shard (with no parts when there are no bytes at all). Empty objects hold no
-    records and are left out.
+    records and are left out. With ``read`` (``read(object, start, end)``: its stored bytes), an object a cut
+    falls inside is looked at: a gzip or zstd one is cut at member or frame starts (``shards/split.py``), or
+    not at all (the cut moves to its end); a single such object that cannot be cut is refused.
     """
     objects = [o for o in objects if o.size > 0]
     total = sum(o.size for o in objects)
     n = max(1, min(count, -(-total // min_bytes)))
     cuts = [total * i // n for i in range(n + 1)]
+    kinds: dict[int, str] = {}
+    if read is not None and n > 1:
+        kinds, cuts = _compressed_cuts(objects, cuts, read)
+        if len(cuts) == 2 and len(objects) == 1:
+            o = objects[0]
+            raise ConfigurationError(split.unsplittable(kinds[0], f"s3://{o.bucket}/{o.key}", n))
     shards: list[list[Part]] = []
     for lo, hi in itertools.pairwise(cuts):
         parts, base = [], 0
-        for o in objects:
+        for k, o in enumerate(objects):
             a, b = max(lo, base), min(hi, base + o.size)
             if a < b:
-                parts.append(Part(o.bucket, o.key, o.etag, o.size, a - base, b - base, o.version_id))
+                kind = kinds.get(k)
+                parts.append(Part(o.bucket, o.key, o.etag, o.size, a - base, b - base, o.version_id, kind))
             base += o.size
         shards.append(parts)
     return shards
+
+
+Reader = Callable[[ObjectInfo, int, int], bytes]
+
+
+def _compressed_cuts(
+    objects: list[ObjectInfo], cuts: list[int], read: Reader
+) -> tuple[dict[int, str], list[int]]:
+    """The compression of each object a cut falls inside (gzip or zstd only), and the cuts moved for them."""
+    kinds: dict[int, str] = {}
+    base = 0
+    for k, o in enumerate(objects):
+        if any(base < c < base + o.size for c in cuts):
+            kind = split.detect(read(o, 0, min(o.size, 4)))
+            if kind is not None:
+                kinds[k] = kind
+        base += o.size
+    if not kinds:
+        return kinds, cuts
+
+    def find(k: int, local: int) -> int | None:
+        o = objects[k]
+        return split.find_start(kinds[k], lambda a, b: read(o, a, b), local, o.size)
+
+    return kinds, split.snap(objects, cuts, kinds, find)
 
 
 #: Every shard chain id begins with this, and no user chain id may: a ``chain_id=`` function (or a key) that
