@@ -51,10 +51,10 @@ def split(content: bytes, cuts: list[int]) -> list[bytes]:
 
 
 def one_pass_lines(content: bytes) -> list[bytes]:
-    lines = content.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    return [line[:-1] if line.endswith(b"\r") else line for line in lines]
+    """The contract: a line's content excludes its \\n and one \\r before it; a last line without \\n keeps its
+    \\r (it has no terminator), and counts if it is not empty."""
+    *ended, last = content.split(b"\n")
+    return [line[:-1] if line.endswith(b"\r") else line for line in ended] + ([last] if last else [])
 
 
 line = st.one_of(
@@ -203,3 +203,15 @@ def test_a_later_hop_resuming_a_compressed_object_from_an_int_offset_is_refused_
     assert "compression" not in plain_pin
     rest = next(iter(open_reader(LineReader, Pinned(plain, plain_pin), got.end, encoding=None).batches(1)))
     assert rest.records == [b"line 10"]
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_chunks_of_a_compressed_object_with_an_end_are_refused(compression: str) -> None:
+    from recurse_lambda.errors import ConfigurationError
+
+    data = gzip.compress(b"x" * 1000) if compression == "gzip" else zstd_frames([b"x" * 1000], 3)
+    reader = open_reader(ChunkReader, Mem(data), 0, end=10, compression=compression)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="cannot end at end="):
+        list(reader.batches())
+    whole = open_reader(ChunkReader, Mem(data), 0, compression=compression)  # type: ignore[arg-type]
+    assert b"".join(b"".join(b.records) for b in whole.batches()) == b"x" * 1000

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 from ..errors import ConfigurationError
-from ._decompress import Compression, Cursor, DecompressedStream, detect
+from ._decompress import Compression, Cursor, DecompressedStream, Ranges, detect
 from ._gzip_points import Point
 from ._prefetch import AUTO_PREFETCH, AUTO_RANGE_SIZE, ByteSource, RangeFetcher
 
@@ -84,9 +84,10 @@ class DecompressedRanges:
         *,
         range_size: int = AUTO_RANGE_SIZE,
         prefetch: int = AUTO_PREFETCH,
+        ranges: Ranges | None = None,
     ) -> None:
         self.stream = DecompressedStream(
-            source, cursor, compression=compression, range_size=range_size, prefetch=prefetch
+            source, cursor, compression=compression, range_size=range_size, prefetch=prefetch, ranges=ranges
         )
         self._chunks = iter(self.stream)
         # (offset, cursor) of the chunks given whose bytes the reader may still deliver a batch end in.
@@ -138,14 +139,12 @@ class Prepended:
         self._rest.close()
 
 
-def sniff(fetcher: RangeFetcher) -> tuple[Compression, Prepended | RangeFetcher | None]:
-    """The compression the first range of ``fetcher`` shows, and (for a plain object) the ranges from it on."""
+def sniff(fetcher: RangeFetcher) -> tuple[Compression, Prepended | RangeFetcher]:
+    """The compression the first range of ``fetcher`` shows, and the ranges from that one on: the stored bytes
+    of a plain object, or what a compressed one is decompressed from (no range is fetched twice)."""
     first = next(fetcher, None)
     kind = detect(first[1][:4]) if first is not None else None
-    if kind is not None:
-        fetcher.close()  # the ranges prefetched are dropped: the decompressing source fetches its own
-        return kind, None
-    return None, fetcher if first is None else Prepended(first, fetcher)
+    return kind, fetcher if first is None else Prepended(first, fetcher)
 
 
 _ORIGIN = Point(0, 0)

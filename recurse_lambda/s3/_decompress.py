@@ -22,7 +22,7 @@ import base64
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from ._gzip_points import WINDOW, DecompressionError, GzipEngine, Point, libz
 from ._prefetch import AUTO_PREFETCH, AUTO_RANGE_SIZE, ByteSource, RangeFetcher
@@ -47,6 +47,14 @@ CHUNK_SIZE = 256 * 1024
 #: the most a resume decompresses only to skip it, and the number of 32 KiB windows kept (one at a time).
 SPACING = 1024 * 1024
 _VERSION = 1
+
+
+class Ranges(Protocol):
+    """Ranges of the compressed object already being fetched, from its start (a reader's sniffed fetcher)."""
+
+    def __next__(self) -> tuple[int, bytes]: ...
+
+    def close(self) -> None: ...
 
 
 def detect(head: bytes) -> Compression:
@@ -131,8 +139,14 @@ class Chunk:
 class _Input:
     """The compressed bytes from ``start`` on, a range at a time: ``buf[i:]`` is not consumed yet."""
 
-    def __init__(self, source: ByteSource, start: int, range_size: int, prefetch: int) -> None:
-        self._fetcher = RangeFetcher(source, start, range_size=range_size, prefetch=prefetch)
+    def __init__(
+        self, source: ByteSource, start: int, range_size: int, prefetch: int, ranges: Ranges | None = None
+    ) -> None:
+        self._fetcher: Ranges = (
+            ranges
+            if ranges is not None
+            else RangeFetcher(source, start, range_size=range_size, prefetch=prefetch)
+        )
         self.buf = b""
         self.i = 0
         self._base = start
@@ -211,7 +225,8 @@ class DecompressedStream:
 
     ``compression``: ``"auto"`` (from the first bytes; a cursor's own compression when resuming), ``"gzip"``,
     ``"zstd"`` or None (the bytes as stored). ``spacing``: gzip bytes between access points inside a member
-    (None: at member starts only). Iterating yields :class:`Chunk` objects; :meth:`cursor` is where the
+    (None: at member starts only). ``ranges``: the object's ranges from byte 0 when a fetcher already reads them
+    (the reader that detected the compression from its first range), used instead of new GETs. Iterating yields :class:`Chunk` objects; :meth:`cursor` is where the
     stream stands (after the last chunk given); :attr:`decompressed` counts the bytes decompressed, those
     skipped to reach the cursor included. Use as a context manager, or call :meth:`close`.
     """
@@ -226,6 +241,7 @@ class DecompressedStream:
         prefetch: int = AUTO_PREFETCH,
         chunk_size: int = CHUNK_SIZE,
         spacing: int | None = SPACING,
+        ranges: Ranges | None = None,
     ) -> None:
         if compression not in ("auto", "gzip", "zstd", None):
             raise ValueError(f"compression must be 'auto', 'gzip', 'zstd' or None, not {compression!r}")
@@ -235,8 +251,10 @@ class DecompressedStream:
             cursor = Cursor.from_dict(cursor)
         if cursor is not None and compression != "auto" and compression != cursor.compression:
             raise ValueError(f"the cursor is for {cursor.compression!r} data, not {compression!r}")
+        if ranges is not None and cursor is not None:
+            raise ValueError("ranges already fetched are the object's from its start: not with a cursor")
         point = cursor.point if cursor is not None else Point(0, 0)
-        self._inp = _Input(source, point.in_ - (1 if point.bits else 0), range_size, prefetch)
+        self._inp = _Input(source, point.in_ - (1 if point.bits else 0), range_size, prefetch, ranges)
         if cursor is not None:
             self.compression: Compression = cursor.compression
         elif compression == "auto":

@@ -20,7 +20,7 @@ from operator import add
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
-from ..errors import MalformedRecordError
+from ..errors import ConfigurationError, MalformedRecordError
 from ._compressed import CompressionOption, DecompressedRanges, Decompressing, Prepended, sniff
 from ._decompress import Cursor
 from ._prefetch import AUTO_PREFETCH, AUTO_RANGE_SIZE, ByteSource, RangeFetcher, _describe, check_window
@@ -272,23 +272,25 @@ class Reader(Decompressing, Generic[T]):
         compressed object: the decompressed content, a one-off one only from 0)."""
         if self.compression == "auto" and start is None and self._fetcher is None:
             self.compression, self._fetcher = sniff(self._new_fetcher())
-            note = getattr(self.source, "note", None)
+            note = getattr(self.source, "note", None)  # a later hop's int start is then refused, not misread
             if self.compression is not None and note is not None:
-                note(
-                    "compression", self.compression
-                )  # so that a later hop's int start is refused, not misread
+                note("compression", self.compression)
         if self.compression is not None and self.compression != "auto":
             if start is not None:
                 if start != 0:
                     raise ValueError("a compressed object is read again only from its start")
                 return DecompressedRanges(self.source, None, self.compression, prefetch=0)
-            if self._decompressed is None:
+            if (
+                self._decompressed is None
+            ):  # from the sniffed ranges, if any (handed over: none fetched twice)
+                ranges, self._fetcher = self._fetcher, None
                 self._decompressed = DecompressedRanges(
                     self.source,
                     self._resume_at,
                     self.compression,
                     range_size=self._range_size,
                     prefetch=self._prefetch,
+                    ranges=ranges,
                 )
             return self._decompressed
         if start is not None:
@@ -440,6 +442,8 @@ class ChunkReader(Reader[bytes]):
         return RangeFetcher(self.source, self.start, range_size=size, prefetch=self._prefetch, end=self.end)
 
     def parse(self) -> Iterator[Block[bytes]]:
+        if self.end is not None and self.compression in ("gzip", "zstd"):
+            raise ConfigurationError("chunks of a compressed object cannot end at end=: read it whole")
         for offset, data in self._ranges():
             end = offset + len(data)
             yield ListBlock([data], [offset], [end], offset, end)
