@@ -61,6 +61,7 @@ BUCKET = "bench-s3-read"
 BLOCK = 4 * MiB  # generated text is a few distinct blocks of whole lines, repeated
 PART = 32 * MiB  # multipart upload part size
 DEPTHS: list[int] = []  # the adaptive depth the reader reached, in a child
+WAITED: list[float] = []  # the seconds the reader's parsing thread waited for ranges, in a child
 CONTENDERS = ("reader", "reader_old", "boto3_iter_lines", "s3transfer", "smart_open", "raw")
 
 
@@ -202,6 +203,7 @@ def run_contender(name: str, client: Any, key: str) -> tuple[int, int]:
         got = count_batches(reader)
         fetcher = reader._fetcher
         DEPTHS.append(getattr(fetcher, "depth", -1))
+        WAITED.append(getattr(fetcher, "waited", 0.0))
         return got
     if name == "reader_old":
         return count_batches(OldLineReader(PinnedSource(client, BUCKET, key, pins={}), encoding=None))
@@ -269,6 +271,7 @@ def child(endpoint: str, name: str, key: str) -> None:
                     "got": got,
                     "load": os.getloadavg()[0],
                     "depth": DEPTHS[-1] if DEPTHS else None,
+                    "waited": WAITED[-1] / wall if WAITED else None,
                     "minflt": after.ru_minflt - before.ru_minflt,
                 }
             ),
@@ -357,7 +360,8 @@ def main() -> None:
                             f"round {r} {network:<8} {name:<17} {size / fig['wall'] / 1e6:7.1f} MB/s "
                             f"cpu {fig['cpu'] / size * 1e9:5.2f} s/GB rss {fig['rss']:6.1f} MiB "
                             f"faults {fig['minflt'] / size * 1e9 / 1000:6.0f}k/GB load {fig['load']:.1f}"
-                            + (f" depth {fig['depth']}" if fig.get("depth") is not None else ""),
+                            + (f" depth {fig['depth']}" if fig.get("depth") is not None else "")
+                            + (f" waited {fig['waited']:.0%}" if fig.get("waited") is not None else ""),
                             file=sys.stderr,
                         )
                 # The proxy's own ceiling: raw bytes through a relay that does not shape, against loopback.

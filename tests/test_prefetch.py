@@ -241,6 +241,7 @@ def test_the_depth_grows_to_what_littles_law_asks_in_one_step(monkeypatch: pytes
             depths.append(fetcher.depth)
     assert depths[-1] == CEILING == 10
     assert depths == [3, 10]  # 3 after the first range (no rate known yet), then the ceiling
+    assert fetcher.waited >= 0.2  # at least the first GET's time: the caller had nothing else to do
 
 
 def test_an_explicit_prefetch_is_kept_however_long_the_caller_waits() -> None:

@@ -182,6 +182,8 @@ class RangeFetcher:
         self.depth = min(INITIAL_DEPTH, self._limit) if self._auto else prefetch
         #: The most ranges that were in flight or waiting at once (for tests and benchmarks).
         self.peak_depth = 0
+        #: Seconds the caller spent waiting for ranges in all (for benchmarks: is fetching the limit?).
+        self.waited = 0.0
         self._last: tuple[float, int] | None = None  # when the caller last got a range, and its size
         self._settled = 0  # the offset from which a range was fetched at the current depth
         self._rate = self._best_rate = 0.0  # bytes/s of one GET of a whole range: recent (averaged), best
@@ -222,6 +224,7 @@ class RangeFetcher:
                 began = time.monotonic()
                 result = future.result()
                 waited = time.monotonic() - began
+                self.waited += waited
         except BaseException:
             self.close()
             raise
