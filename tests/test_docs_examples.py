@@ -105,7 +105,7 @@ def test_examples_run(page: Path) -> None:
     namespace: dict[str, Any] = {"__name__": f"docs_{name}"}
     for line, code in python_blocks(text):
         # Pad with blank lines so that a traceback points at the line in the Markdown file.
-        exec(compile("\n" * (line - 1) + code, str(page), "exec"), namespace)
+        exec(compile("\n" * (line - 1) + code, str(page), "exec", dont_inherit=True), namespace)
     for name, obj in list(namespace.items()):
         if name.startswith("test_") and callable(obj) and not _required_args(obj):
             obj()

@@ -1,11 +1,12 @@
 """Large S3 objects: ETag-pinned sources, resumable readers with prefetch, the exactly-once writer, the listing of a
-prefix, and the warm-container cache.
+prefix, the composition of a sharded job's pieces into one output, and the warm-container cache.
 
 Readers share one base, :class:`Reader`; :data:`FORMATS` is the table of formats (see ``s3/_formats.py``).
 """
 
 from ..errors import DecompressionError, OutputExistsError
 from ._cache import CacheStats, S3Cache
+from ._compose import compose_output, piece_key
 from ._csv import CsvReader
 from ._formats import FORMATS, register_format
 from ._helpers import S3Helpers
@@ -47,6 +48,8 @@ __all__ = [
     "TextWriter",
     "WriterState",
     "abort_upload",
+    "compose_output",
     "list_objects",
+    "piece_key",
     "register_format",
 ]
