@@ -40,30 +40,24 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from ..errors import ConfigurationError, OutputExistsError
-from ._source import error_code, raise_s3_error
+from ._output_key import OutputKey
+from ._source import raise_s3_error
 from ._writer_state import (
     CONCURRENCY_CEILING,
     DEFAULT_PART_SIZE,
-    GONE,
     MAX_PART_SIZE,
     MAX_PARTS,
-    META,
     MIN_PART_SIZE,
     SPILL_PREFIX,
     WriterState,
     cleanup,
     default_concurrency,
-    done_key,
     marker_key,
     md5_hex,
     multipart_etag,
 )
 
 __all__ = ["Planned", "compose_output", "piece_key", "plan_parts"]
-
-_FAILED = frozenset({"PreconditionFailed", "412"})
-_CONFLICT = frozenset({"ConditionalRequestConflict", "409"})
-_MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
 
 
 def piece_key(key: str, index: int, job_id: str, spill_prefix: str = SPILL_PREFIX) -> str:
@@ -162,6 +156,9 @@ class _Composer:
             spill_dir=f"{spill_prefix}{self.token}/",
             token=self.token,
         )
+        self.out = OutputKey(
+            lambda: client, bucket, key, self.token, bucket, self.spill.spill_dir, content_type
+        )
         self.size = sum(int(p["bytes"]) for p in self.pieces)
         self.etag = ""
         self.upload_id = ""
@@ -169,8 +166,10 @@ class _Composer:
         self.merging = threading.Semaphore(max(1, default_concurrency(part_size)))
 
     def run(self) -> dict[str, Any]:
-        condition = self._initial_condition()
-        if not self.etag:
+        condition, ours = self.out.existing(self.if_exists)
+        if ours is not None:  # composed by an earlier run of reduce: only the cleanup is left
+            self.etag = str(ours["ETag"])
+        else:
             plan = plan_parts(
                 [int(p["bytes"]) for p in self.pieces], self.part_size, self.min_part_size, self.max_copy
             )
@@ -188,62 +187,20 @@ class _Composer:
             except OutputExistsError:
                 raise
             except Exception:
-                if (
-                    not self._finished_by_us()
-                ):  # else a concurrent attempt completed it (and may have cleaned up)
+                # Unless a concurrent attempt completed it (and may have cleaned up): abort this one's upload.
+                if not self._finished_by_us():
                     self._abort_own()
                     raise
-            self._prove_done()
+            self.out.prove_done(self.etag)
         self._delete_pieces()
         cleanup(self.client, self.spill, keep_upload=self.upload_id if self.completed else "")
         return {"bucket": self.bucket, "key": self.key, "etag": self.etag.strip('"'), "bytes": self.size}
 
-    # ------------------------------------------------------------------------------------------ recognition
-
-    def _initial_condition(self) -> str:
-        try:
-            head = self.client.head_object(Bucket=self.bucket, Key=self.key)
-        except ClientError as exc:
-            if error_code(exc) in _MISSING:
-                return "*"
-            raise_s3_error(exc, self.bucket, self.key, "inspect the output", client=self.client)
-        if self._ours(head):
-            self.etag = str(head["ETag"])  # composed by an earlier run of reduce: only the cleanup is left
-            return ""
-        if self.if_exists == "fail":
-            raise OutputExistsError(
-                self.bucket,
-                self.key,
-                f"the output already exists (ETag {head['ETag']}); pass if_exists='replace'",
-            )
-        return str(head["ETag"])
-
-    def _ours(self, head: Mapping[str, Any]) -> bool:
-        if (head.get("Metadata") or {}).get(META) == self.token:
-            return True
-        try:
-            marker = self.client.get_object(Bucket=self.bucket, Key=done_key(self.spill.spill_dir))
-        except ClientError:
-            return False
-        return bool(marker["Body"].read().decode() == str(head["ETag"]))
-
     def _finished_by_us(self) -> bool:
-        try:
-            head = self.client.head_object(Bucket=self.bucket, Key=self.key)
-        except ClientError:
-            return False
-        if not self._ours(head):
-            return False
-        self.etag = str(head["ETag"])
-        return True
-
-    def _prove_done(self) -> None:
-        """A server that keeps no metadata (the JuiceFS gateway) gets the writer's done marker instead."""
-        head = self.client.head_object(Bucket=self.bucket, Key=self.key)
-        if (head.get("Metadata") or {}).get(META) != self.token:
-            self.client.put_object(
-                Bucket=self.bucket, Key=done_key(self.spill.spill_dir), Body=self.etag.encode()
-            )
+        head = self.out.finished()
+        if head is not None:
+            self.etag = str(head["ETag"])
+        return head is not None
 
     def _abort_own(self) -> None:
         """After an error: abort this attempt's upload (nobody else completes it); its marker stays for the
@@ -254,36 +211,15 @@ class _Composer:
 
     def _refused(self, exc: ClientError, expected_etag: str | None) -> None:
         """After a refused completion: the object an earlier attempt completed, or an error."""
-        code = error_code(exc)
-        if code in _CONFLICT:
-            raise OutputExistsError(
-                self.bucket, self.key, "another write to the key conflicted with the composition (409)"
-            ) from exc
-        if code not in _FAILED | GONE:
-            raise_s3_error(exc, self.bucket, self.key, "complete")
-        head = self.client.head_object(Bucket=self.bucket, Key=self.key)
-        if (
-            not (str(head["ETag"]) == expected_etag or self._ours(head))
-            or int(head["ContentLength"]) != self.size
-        ):
-            raise OutputExistsError(
-                self.bucket, self.key, f"another writer's object is at the key (ETag {head['ETag']})"
-            ) from exc
-        self.etag = str(head["ETag"])
+        self.etag = self.out.recognise(exc, expected_etag, self.size)
 
     # ------------------------------------------------------------------------------------------ writing
-
-    def _extra(self) -> dict[str, Any]:
-        extra: dict[str, Any] = {"Metadata": {META: self.token}}
-        if self.content_type:
-            extra["ContentType"] = self.content_type
-        return extra
 
     def _put_whole(self, part: Planned, conditions: dict[str, str]) -> None:
         body = self._merged(part)
         try:
             response = self.client.put_object(
-                Bucket=self.bucket, Key=self.key, Body=body, **conditions, **self._extra()
+                Bucket=self.bucket, Key=self.key, Body=body, **conditions, **self.out.extra()
             )
         except ClientError as exc:
             self._refused(exc, f'"{md5_hex(body)}"')
@@ -292,7 +228,9 @@ class _Composer:
 
     def _multipart(self, plan: list[Planned], conditions: dict[str, str]) -> None:
         try:
-            created = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key, **self._extra())
+            created = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=self.key, **self.out.extra()
+            )
             self.upload_id = str(created["UploadId"])
             # Found and aborted by the cleanup of whichever attempt completes (an attempt that dies before this
             # PUT leaves an empty upload to the bucket's lifecycle rule).

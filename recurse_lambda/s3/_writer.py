@@ -21,20 +21,19 @@ deleted when the object is completed or the upload aborted.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from ..errors import ConfigurationError, OutputExistsError, S3Error
+from ._output_key import OutputKey
 from ._source import error_code, raise_s3_error
 from ._writer_state import (
     DEFAULT_PART_SIZE,
-    GONE,
     MAX_PART_SIZE,
     MAX_PARTS,
-    META,
     MIN_PART_SIZE,
     SPILL_PREFIX,
     WriterPart,
@@ -43,7 +42,6 @@ from ._writer_state import (
     abort_upload,
     cleanup,
     default_concurrency,
-    done_key,
     marker_key,
     md5_hex,
     multipart_etag,
@@ -61,9 +59,6 @@ __all__ = [
     "multipart_etag",
     "open_writer",
 ]
-
-_FAILED = frozenset({"PreconditionFailed", "412"})
-_CONFLICT = frozenset({"ConditionalRequestConflict", "409"})
 
 
 class S3Writer:
@@ -125,7 +120,19 @@ class S3Writer:
             state.bucket, state.key, state.token = bucket, key, chain_id
             state.spill_bucket = spill_bucket or bucket
             state.spill_dir = f"{spill_prefix}{chain_id}/"
-            state.condition = self._initial_condition(if_exists)
+        self._out = OutputKey(
+            lambda: self.client,
+            state.bucket,
+            state.key,
+            state.token,
+            state.spill_bucket,
+            state.spill_dir,
+            content_type,
+        )
+        if not state.condition:
+            state.condition, head = self._out.existing(if_exists)
+            if head is not None:
+                self._adopt(head)  # this chain finished it, and crashed before it could record so
         elif state.tail is not None and not state.done:
             tail = self._read_tail(state.tail)
             if tail is not None:
@@ -215,7 +222,8 @@ class S3Writer:
                     self._complete_upload()
             s.tail = None
             self._filled = 0
-            self._prove_done()
+            if not self._replay:
+                self._out.prove_done(s.etag)
         self._buffer, self._spare = bytearray(), []
         if self._pool is not None:
             self._pool.shutdown()
@@ -231,34 +239,11 @@ class S3Writer:
 
     # ------------------------------------------------------------------------------------------ the requests
 
-    def _initial_condition(self, if_exists: str) -> str:
-        s = self.state
-        try:
-            head = self.client.head_object(Bucket=s.bucket, Key=s.key)
-        except ClientError as exc:
-            if error_code(exc) in {"404", "NoSuchKey", "NotFound"}:
-                return "*"
-            raise_s3_error(exc, s.bucket, s.key, "inspect the output", client=self.client)
-        if self._ours(head):
-            self._adopt(head)  # this chain finished it, and crashed before it could record so
-            return "*"
-        if if_exists == "fail":
-            raise OutputExistsError(
-                s.bucket, s.key, f"the output already exists (ETag {head['ETag']}); pass if_exists='replace'"
-            )
-        return str(head["ETag"])
-
     def _conditions(self) -> dict[str, str]:
         c = self.state.condition
         return {"IfNoneMatch": "*"} if c == "*" else {"IfMatch": c}
 
-    def _extra(self) -> dict[str, Any]:
-        extra: dict[str, Any] = {"Metadata": {META: self.state.token}}
-        if self.content_type:
-            extra["ContentType"] = self.content_type
-        return extra
-
-    def _adopt(self, head: dict[str, Any]) -> None:
+    def _adopt(self, head: Mapping[str, Any]) -> None:
         """Take the finished object as this writer's: every later write replays bytes already in it."""
         s = self.state
         s.etag, s.size, s.tail = str(head["ETag"]), int(head["ContentLength"]), None
@@ -267,35 +252,10 @@ class S3Writer:
 
     def _finished_by_us(self) -> bool:
         """True (and the object adopted) when the key holds the object this chain completed."""
-        s = self.state
-        try:
-            head = self.client.head_object(Bucket=s.bucket, Key=s.key)
-        except ClientError:
-            return False
-        if not self._ours(head):
-            return False
-        self._adopt(head)
-        return True
-
-    def _prove_done(self) -> None:
-        """On a server that kept no metadata (the JuiceFS gateway), leave a marker a retry can recognise the
-        object by: it survives the cleanup of the spill folder and expires with its lifecycle rule."""
-        s = self.state
-        if not self._replay:
-            head = self.client.head_object(Bucket=s.bucket, Key=s.key)
-            if (head.get("Metadata") or {}).get(META) != s.token:
-                self.client.put_object(Bucket=s.spill_bucket, Key=done_key(s.spill_dir), Body=s.etag.encode())
-
-    def _ours(self, head: dict[str, Any]) -> bool:
-        """Whether the object HEAD describes is the one this chain completed (its metadata, or the done marker)."""
-        s = self.state
-        if (head.get("Metadata") or {}).get(META) == s.token:
-            return True
-        try:
-            marker = self.client.get_object(Bucket=s.spill_bucket, Key=done_key(s.spill_dir))
-        except ClientError:
-            return False
-        return bool(marker["Body"].read().decode() == str(head["ETag"]))
+        head = self._out.finished()
+        if head is not None:
+            self._adopt(head)
+        return head is not None
 
     def _read_tail(self, tail: WriterTail) -> bytes | None:
         s = self.state
@@ -323,7 +283,7 @@ class S3Writer:
             )
         if not s.upload_id:
             try:
-                created = self.client.create_multipart_upload(Bucket=s.bucket, Key=s.key, **self._extra())
+                created = self.client.create_multipart_upload(Bucket=s.bucket, Key=s.key, **self._out.extra())
                 s.upload_id = str(created["UploadId"])
                 # A marker under the chain's spill folder: an upload created by an attempt that never committed
                 # is found (and aborted) when the chain completes or is cancelled.
@@ -383,7 +343,7 @@ class S3Writer:
         body = self._pending()
         try:
             response = self.client.put_object(
-                Bucket=s.bucket, Key=s.key, Body=body, **self._conditions(), **self._extra()
+                Bucket=s.bucket, Key=s.key, Body=body, **self._conditions(), **self._out.extra()
             )
         except ClientError as exc:
             self._recognise(exc, f'"{md5_hex(body)}"')
@@ -408,27 +368,7 @@ class S3Writer:
 
     def _recognise(self, exc: ClientError, expected_etag: str | None) -> None:
         """After a refused completion: the object this chain finished before (not recorded), or an error."""
-        s = self.state
-        code = error_code(exc)
-        if code in _CONFLICT:
-            raise OutputExistsError(
-                s.bucket,
-                s.key,
-                "another write to the key conflicted with the completion (409); the chain stops",
-            ) from exc
-        if code not in _FAILED | GONE:
-            raise_s3_error(exc, s.bucket, s.key, "complete")
-        try:
-            head = self.client.head_object(Bucket=s.bucket, Key=s.key)
-        except ClientError as head_exc:
-            raise_s3_error(head_exc, s.bucket, s.key, "inspect the output")
-        etag = str(head["ETag"])
-        ours = etag == expected_etag or self._ours(head)
-        if not ours or int(head["ContentLength"]) != s.size:
-            raise OutputExistsError(
-                s.bucket, s.key, f"another writer's object is at the key (ETag {etag}); the chain stops"
-            ) from exc
-        s.etag = etag  # this chain completed it before, and the record of it was lost: finish now
+        self.state.etag = self._out.recognise(exc, expected_etag, self.state.size)
 
     def _cleanup(self, keep_upload: str = "") -> None:
         cleanup(self.client, self.state, keep_upload)
