@@ -7,7 +7,7 @@ read every record of the object exactly once between them, and a ``batch.end`` (
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from itertools import chain
 from typing import Any
 
@@ -18,6 +18,19 @@ from ._gzip_points import Point
 from ._prefetch import ByteSource, _describe
 
 __all__ = ["CompressedShard", "ShardRanges"]
+
+
+def after_first_newline(ranges: Iterable[tuple[int, bytes]], at: int) -> tuple[int, tuple[int, bytes] | None]:
+    """Where the first record beginning after a ``\\n`` in ``ranges`` begins (``at`` if ``ranges`` hold none from
+    ``at`` on: the only record there began before), and the rest of the range it begins in (None if that range
+    ends there)."""
+    for offset, data in ranges:
+        newline = data.find(b"\n")
+        if newline >= 0:
+            begin = offset + newline + 1
+            return begin, ((begin, data[newline + 1 :]) if begin < offset + len(data) else None)
+        at = offset + len(data)
+    return at, None
 
 
 class ShardRanges:
@@ -36,23 +49,9 @@ class ShardRanges:
         self._end = end
         self._first: tuple[int, bytes] | None = None  # the rest of the range where the records begin
         self.stop: int | None = None
-        self.begin = self._align(start)
+        self.begin, self._first = (0, None) if start == 0 else after_first_newline(self._ranges, start)
         if self.begin >= end:  # no record begins in the shard: `begin` is also the first one after it
             self.stop = self.begin
-
-    def _align(self, start: int) -> int:
-        if start == 0:
-            return 0
-        at = start
-        for offset, data in self._ranges:
-            newline = data.find(b"\n")
-            if newline >= 0:
-                begin = offset + newline + 1
-                if begin < offset + len(data):
-                    self._first = (begin, data[newline + 1 :])
-                return begin
-            at = offset + len(data)
-        return at  # no newline from start - 1 on: the only record there began before start
 
     def __iter__(self) -> Iterator[tuple[int, bytes]]:
         if self.stop is not None:
@@ -122,7 +121,7 @@ class CompressedShard(DecompressedRanges):
         self._raw = self._chunks_from()
         self._first: tuple[int, bytes] | None = None
         p = cursor.offset
-        self.begin = self._align() if p == 0 and point.in_ > 0 else p
+        self.begin, self._first = after_first_newline(self._raw, 0) if p == 0 and point.in_ > 0 else (p, None)
         if self.boundary is not None and self.begin > self.boundary:
             self.stop = self.begin  # no record begins in (0, X] (or the cursor is the shard's end)
 
@@ -154,18 +153,6 @@ class CompressedShard(DecompressedRanges):
         for chunk in self.stream:  # past X: cursors from the next member's start
             self._marks.append((chunk.offset, Cursor(self._kind, Point(self._end, x), chunk.offset - x)))
             yield chunk.offset, chunk.data
-
-    def _align(self) -> int:
-        at = 0
-        for offset, data in self._raw:
-            newline = data.find(b"\n")
-            if newline >= 0:
-                begin = offset + newline + 1
-                if begin < offset + len(data):
-                    self._first = (begin, data[newline + 1 :])
-                return begin
-            at = offset + len(data)
-        return at
 
     def __next__(self) -> tuple[int, bytes]:
         raise TypeError("iterate a CompressedShard with iter()")
