@@ -328,7 +328,7 @@ def test_write_timeline_writes_the_file(tmp_path: Path) -> None:
 
 import itertools  # noqa: E402
 
-from hypothesis import given  # noqa: E402
+from hypothesis import example, given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from recurse_lambda.local._svg import LABEL_W, RIGHT, WIDTH  # noqa: E402
@@ -399,6 +399,9 @@ def test_short_pauses_between_hops_are_not_compressed() -> None:
         max_size=40,
     )
 )
+@example(
+    [(0.0, 1.6242699869161765e-11), (1.0, 0.0)]
+)  # found by CI: the last knot was 0.0015 px past the plot
 def test_the_time_axis_is_monotonic_and_fits_the_plot(spans: list[tuple[float, float]]) -> None:
     intervals = [(a, a + d) for a, d in spans]
     lo, hi = min(a for a, _ in intervals), max(b for _, b in intervals)

@@ -68,7 +68,11 @@ class TimeAxis:
         return (self.hi - self.lo) - sum(b - a for a, b in self.gaps)
 
     def lay_knots(self) -> None:
-        scale = (self.width - GAP_W * len(self.gaps)) / self.visible
+        # The scale divides by the very sums the knots add up (not by `visible`, whose subtraction of nearly
+        # equal spans can be off by a relative 1e-5), so the last knot lands on x0 + width.
+        starts, ends = [self.lo, *(b for _, b in self.gaps)], [*(a for a, _ in self.gaps), self.hi]
+        shown = sum(e - s for s, e in zip(starts, ends, strict=True))
+        scale = (self.width - GAP_W * len(self.gaps)) / shown if shown > 0 else 0.0
         t, x = self.lo, self.x0
         self.knots_t, self.knots_x = [t], [x]
         for a, b in self.gaps:
