@@ -1,15 +1,24 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Generator, Iterator
 from typing import Any
 
 import boto3
 import pytest
+from hypothesis import settings
 from moto import mock_aws
 from pydantic import BaseModel
 
 from recurse_lambda import Run, recursive
 from recurse_lambda.local import Simulator, VirtualClock
+
+# In CI (`CI` set, as .ci/run and most CI services do) the properties run the same examples every time, so that
+# a run that lands is repeatable (Hypothesis's `derandomize` seeds its generator from a hash of the test); on a
+# developer's machine they explore new examples on every run, and keep what fails in .hypothesis/.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 class Counter(BaseModel):
