@@ -371,3 +371,63 @@ def test_cancel_aborts_the_upload_of_a_cancelled_chain_and_calls_s3_only_for_a_w
     assert factories == []  # no writer in that state: no S3 client, no request
     assert control.cancel("c").status.value == "CANCELLED"
     assert factories == ["s3"] and open_uploads(s3) == [] and keys(s3) == []
+
+
+class NoMetadata:
+    """A server that keeps no user metadata (as the JuiceFS gateway does for multipart uploads): HEAD omits it."""
+
+    def __init__(self, s3: Any) -> None:
+        self.s3 = s3
+
+    def head_object(self, **kwargs: Any) -> Any:
+        return {k: v for k, v in self.s3.head_object(**kwargs).items() if k != "Metadata"}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.s3, name)
+
+
+class DiesAfterCompleting(NoMetadata):
+    """The attempt completes the object, then dies before anything else (the done marker after it included)."""
+
+    def put_object(self, **kwargs: Any) -> Any:
+        response = self.s3.put_object(**kwargs)
+        if kwargs["Key"] == "o":
+            raise SystemExit("the invocation died")
+        return response
+
+    def complete_multipart_upload(self, **kwargs: Any) -> Any:
+        self.s3.complete_multipart_upload(**kwargs)
+        raise SystemExit("the invocation died")
+
+
+@pytest.mark.parametrize("size", [10, 5 * PART + 7])  # one PutObject; a multipart upload
+def test_a_retry_from_the_start_recognises_the_object_on_a_server_without_metadata(
+    s3: Any, size: int
+) -> None:
+    # The done marker names the expected ETag *before* the completion, so the object is recognised even when the
+    # attempt that completed it died before it could write anything after it.
+    data = bytes(range(256)) * (size // 256 + 1)
+    data = data[:size]
+    dying = make_writer(
+        lambda: DiesAfterCompleting(s3),
+        BUCKET,
+        "o",
+        State().out,
+        chain_id="c",
+        min_part_size=PART,
+        part_size=PART,
+    )
+    dying.write(data)
+    with pytest.raises(SystemExit):
+        dying.complete()
+    assert body(s3) == data
+    retry = make_writer(
+        lambda: NoMetadata(s3), BUCKET, "o", State().out, chain_id="c", min_part_size=PART, part_size=PART
+    )
+    assert retry.state.done  # recognised before any work: the writes replay
+    retry.write(data)
+    info = retry.complete()
+    assert info["bytes"] == size and body(s3) == data and open_uploads(s3) == []
+    assert keys(s3) == ["_recurse_lambda/writer/c/done", "o"]  # kept on such a server, for later retries
+    with pytest.raises(OutputExistsError):  # another chain's writer is refused, as before
+        make_writer(lambda: NoMetadata(s3), BUCKET, "o", State().out, chain_id="another", min_part_size=PART)

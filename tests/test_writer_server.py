@@ -130,3 +130,46 @@ def test_chains_on_the_juicefs_gateway(seed: int) -> None:
         assert list(client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])) == []
     finally:
         gateway.__exit__(None, None, None)
+
+
+@pytest.mark.integration
+def test_compose_on_the_juicefs_gateway_recognises_its_output_after_a_crash() -> None:
+    # The gateway keeps no metadata: only the done marker, written before the completion, lets the rerun of
+    # reduce recognise the output an attempt completed just before it died.
+    from recurse_lambda.local.juicefs import JuiceFSError, JuiceFSGateway
+    from recurse_lambda.s3 import compose_output, piece_key
+
+    try:
+        gateway = JuiceFSGateway().__enter__()
+    except JuiceFSError as exc:  # pragma: no cover - the integration tier has it
+        pytest.skip(f"no JuiceFS gateway: {exc}")
+    try:
+        client = gateway.client()
+        client.create_bucket(Bucket="compose")
+        mib = 1024 * 1024
+        pieces, whole = [], b""
+        for i, size in enumerate([6 * mib, 100_000, 5 * mib + 3]):  # copied, merged, copied (the last)
+            data = bytes([65 + i]) * size
+            key = piece_key("out.bin", i, "job-1")
+            etag = client.put_object(Bucket="compose", Key=key, Body=data)["ETag"]
+            pieces.append({"bucket": "compose", "key": key, "etag": etag.strip('"'), "bytes": size})
+            whole += data
+
+        class DiesAfterCompleting:
+            def complete_multipart_upload(self, **kwargs: Any) -> Any:
+                client.complete_multipart_upload(**kwargs)
+                raise SystemExit("the invocation died")
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(client, name)
+
+        with pytest.raises(SystemExit):
+            compose_output(DiesAfterCompleting(), "compose", "out.bin", pieces)
+        result = compose_output(client, "compose", "out.bin", pieces)  # the rerun of reduce
+        assert result["bytes"] == len(whole)
+        assert client.get_object(Bucket="compose", Key="out.bin")["Body"].read() == whole
+        keys = [o["Key"] for o in client.list_objects_v2(Bucket="compose")["Contents"]]
+        assert keys[-1] == "out.bin" and len(keys) == 2 and keys[0].endswith("/done")  # pieces gone
+        assert list(client.list_multipart_uploads(Bucket="compose").get("Uploads", [])) == []
+    finally:
+        gateway.__exit__(None, None, None)

@@ -191,7 +191,7 @@ class _Composer:
                 if not self._finished_by_us():
                     self._abort_own()
                     raise
-            self.out.prove_done(self.etag)
+        self.out.prove_done(self.etag)  # also after a rerun: the run that completed may have died before this
         self._delete_pieces()
         cleanup(self.client, self.spill, keep_upload=self.upload_id if self.completed else "")
         return {"bucket": self.bucket, "key": self.key, "etag": self.etag.strip('"'), "bytes": self.size}
@@ -217,12 +217,14 @@ class _Composer:
 
     def _put_whole(self, part: Planned, conditions: dict[str, str]) -> None:
         body = self._merged(part)
+        expected = f'"{md5_hex(body)}"'
+        self.out.announce(expected)
         try:
             response = self.client.put_object(
                 Bucket=self.bucket, Key=self.key, Body=body, **conditions, **self.out.extra()
             )
         except ClientError as exc:
-            self._refused(exc, f'"{md5_hex(body)}"')
+            self._refused(exc, expected)
             return
         self.etag = str(response["ETag"])
 
@@ -243,6 +245,8 @@ class _Composer:
             raise_s3_error(exc, self.bucket, self.key, "start the multipart upload of")
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="s3-compose") as pool:
             etags = list(pool.map(self._part, range(1, len(plan) + 1), plan))
+        expected = multipart_etag(etags)
+        self.out.announce(expected)
         try:
             response = self.client.complete_multipart_upload(
                 Bucket=self.bucket,
@@ -252,7 +256,7 @@ class _Composer:
                 **conditions,
             )
         except ClientError as exc:
-            self._refused(exc, multipart_etag(etags))
+            self._refused(exc, expected)
             return
         self.etag, self.completed = str(response["ETag"]), True
 

@@ -9,7 +9,8 @@ on servers that keep no metadata (the JuiceFS gateway), when the done marker in 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from contextlib import suppress
+from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -36,6 +37,19 @@ class OutputKey:
     spill_bucket: str
     spill_dir: str
     content_type: str | None = None
+    announced: str = field(default="", init=False)  # the ETag the done marker names before the completion
+
+    def announce(self, expected_etag: str | None) -> None:
+        """Before a completion: the done marker names the ETag the object will have, when it can be known (the
+        MD5 of a small body; the multipart ETag of MD5 parts). An attempt that completes and dies at once is then
+        recognised by a retry that starts over, even on a server that keeps no metadata (the JuiceFS gateway).
+        Naming an ETag no object gets is harmless, and an object that has it holds the very bytes this completion
+        writes (the ETag is their MD5, or the MD5 of their parts' MD5s)."""
+        if expected_etag:
+            self.client().put_object(
+                Bucket=self.spill_bucket, Key=done_key(self.spill_dir), Body=expected_etag.encode()
+            )
+            self.announced = expected_etag
 
     def extra(self) -> dict[str, Any]:
         """What the object is created with: the token in its metadata, and its content type."""
@@ -86,10 +100,14 @@ class OutputKey:
         return head if self.ours(head) else None
 
     def prove_done(self, etag: str) -> None:
-        """After a completion: on a server that kept no metadata, leave the done marker a retry recognises the
-        object by (it survives the cleanup of the spill folder and expires with its lifecycle rule)."""
+        """After a completion (this attempt's or an earlier one's): on a server that kept no metadata, the done
+        marker must name the object's ETag (it survives the cleanup of the spill folder and expires with its
+        lifecycle rule); on one that kept it, a marker announced before the completion is deleted."""
         head = self.client().head_object(Bucket=self.bucket, Key=self.key)
-        if (head.get("Metadata") or {}).get(META) != self.token:
+        if (head.get("Metadata") or {}).get(META) == self.token:
+            with suppress(ClientError):  # else left to the lifecycle rule
+                self.client().delete_object(Bucket=self.spill_bucket, Key=done_key(self.spill_dir))
+        elif self.announced != etag:
             self.client().put_object(
                 Bucket=self.spill_bucket, Key=done_key(self.spill_dir), Body=etag.encode()
             )

@@ -222,13 +222,12 @@ class S3Writer:
                     self._complete_upload()
             s.tail = None
             self._filled = 0
-            if not self._replay:
-                self._out.prove_done(s.etag)
         self._buffer, self._spare = bytearray(), []
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
         if not self._cleaned:  # also after a replay: the attempt that completed may have died before this
+            self._out.prove_done(s.etag)
             self._cleanup(keep_upload=s.upload_id)
             self._cleaned = True
         return {"bucket": s.bucket, "key": s.key, "etag": s.etag.strip('"'), "bytes": s.size}
@@ -341,18 +340,22 @@ class S3Writer:
     def _put_whole(self) -> None:
         s = self.state
         body = self._pending()
+        expected = f'"{md5_hex(body)}"'
+        self._out.announce(expected)
         try:
             response = self.client.put_object(
                 Bucket=s.bucket, Key=s.key, Body=body, **self._conditions(), **self._out.extra()
             )
         except ClientError as exc:
-            self._recognise(exc, f'"{md5_hex(body)}"')
+            self._recognise(exc, expected)
             return
         s.etag = str(response["ETag"])
 
     def _complete_upload(self) -> None:
         s = self.state
         parts = [{"ETag": p.etag, "PartNumber": p.number} for p in s.parts]
+        expected = multipart_etag([p.etag for p in s.parts])
+        self._out.announce(expected)
         try:
             response = self.client.complete_multipart_upload(
                 Bucket=s.bucket,
@@ -362,7 +365,7 @@ class S3Writer:
                 **self._conditions(),
             )
         except ClientError as exc:
-            self._recognise(exc, multipart_etag([p.etag for p in s.parts]))
+            self._recognise(exc, expected)
             return
         s.etag = str(response["ETag"])
 
