@@ -93,83 +93,81 @@ def make_big_handler(clock: VirtualClock) -> Any:
     return handler
 
 
+@pytest.fixture
+def gateway() -> Iterator[Any]:
+    """A JuiceFS gateway on 127.0.0.1 for one test (skipped where it cannot start; the integration tier has it)."""
+    from recurse_lambda.local.juicefs import JuiceFSError, JuiceFSGateway
+
+    try:
+        started = JuiceFSGateway().__enter__()
+    except JuiceFSError as exc:  # pragma: no cover - the integration tier has it
+        pytest.skip(f"no JuiceFS gateway: {exc}")
+    try:
+        yield started
+    finally:
+        started.__exit__(None, None, None)
+
+
 def block(i: int) -> bytes:
     return (f"{i:08d}".encode() + bytes(range(256)) * 1000)[: 700_000 - i]
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("seed", range(2))
-def test_chains_on_the_juicefs_gateway(seed: int) -> None:
-    from recurse_lambda.local.juicefs import JuiceFSError, JuiceFSGateway
-
-    try:
-        gateway = JuiceFSGateway().__enter__()
-    except JuiceFSError as exc:  # pragma: no cover - the integration tier has it
-        pytest.skip(f"no JuiceFS gateway: {exc}")
-    try:
-        client = gateway.client()
-        bucket = f"writer-{seed}"
-        client.create_bucket(Bucket=bucket)
-        clock = VirtualClock()
-        faults = FaultPlan(duplicate=0.3, crash=0.3, crash_at=(("before_finish", 2), ("before_finish", 3)))
-        sim = Simulator(
-            make_big_handler(clock),
-            timeout=0.5,
-            clock=clock,
-            ledger="memory",
-            s3_client=gateway.client,
-            faults=faults,
-            seed=seed,
-        )
-        report = sim.run({"bucket": bucket, "n": 20})
-        assert report.status == "SUCCEEDED", report.error
-        got = client.get_object(Bucket=bucket, Key="result")["Body"].read()
-        assert got == b"".join(block(i) for i in range(20))
-        keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]]
-        assert keys[-1] == "result" and all(k.endswith("/done") for k in keys[:-1]) and len(keys) <= 2
-        assert list(client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])) == []
-    finally:
-        gateway.__exit__(None, None, None)
+def test_chains_on_the_juicefs_gateway(gateway: Any, seed: int) -> None:
+    client = gateway.client()
+    bucket = f"writer-{seed}"
+    client.create_bucket(Bucket=bucket)
+    clock = VirtualClock()
+    faults = FaultPlan(duplicate=0.3, crash=0.3, crash_at=(("before_finish", 2), ("before_finish", 3)))
+    sim = Simulator(
+        make_big_handler(clock),
+        timeout=0.5,
+        clock=clock,
+        ledger="memory",
+        s3_client=gateway.client,
+        faults=faults,
+        seed=seed,
+    )
+    report = sim.run({"bucket": bucket, "n": 20})
+    assert report.status == "SUCCEEDED", report.error
+    got = client.get_object(Bucket=bucket, Key="result")["Body"].read()
+    assert got == b"".join(block(i) for i in range(20))
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert keys[-1] == "result" and all(k.endswith("/done") for k in keys[:-1]) and len(keys) <= 2
+    assert list(client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])) == []
 
 
 @pytest.mark.integration
-def test_compose_on_the_juicefs_gateway_recognises_its_output_after_a_crash() -> None:
+def test_compose_on_the_juicefs_gateway_recognises_its_output_after_a_crash(gateway: Any) -> None:
     # The gateway keeps no metadata: only the done marker, written before the completion, lets the rerun of
     # reduce recognise the output an attempt completed just before it died.
-    from recurse_lambda.local.juicefs import JuiceFSError, JuiceFSGateway
     from recurse_lambda.s3 import compose_output, piece_key
 
-    try:
-        gateway = JuiceFSGateway().__enter__()
-    except JuiceFSError as exc:  # pragma: no cover - the integration tier has it
-        pytest.skip(f"no JuiceFS gateway: {exc}")
-    try:
-        client = gateway.client()
-        client.create_bucket(Bucket="compose")
-        mib = 1024 * 1024
-        pieces, whole = [], b""
-        for i, size in enumerate([6 * mib, 100_000, 5 * mib + 3]):  # copied, merged, copied (the last)
-            data = bytes([65 + i]) * size
-            key = piece_key("out.bin", i, "job-1")
-            etag = client.put_object(Bucket="compose", Key=key, Body=data)["ETag"]
-            pieces.append({"bucket": "compose", "key": key, "etag": etag.strip('"'), "bytes": size})
-            whole += data
+    client = gateway.client()
+    client.create_bucket(Bucket="compose")
+    mib = 1024 * 1024
+    pieces, whole = [], b""
+    for i, size in enumerate([6 * mib, 100_000, 5 * mib + 3]):  # copied, merged, copied (the last)
+        data = bytes([65 + i]) * size
+        key = piece_key("out.bin", i, "job-1")
+        etag = client.put_object(Bucket="compose", Key=key, Body=data)["ETag"]
+        pieces.append({"bucket": "compose", "key": key, "etag": etag.strip('"'), "bytes": size})
+        whole += data
 
-        class DiesAfterCompleting:
-            def complete_multipart_upload(self, **kwargs: Any) -> Any:
-                client.complete_multipart_upload(**kwargs)
-                raise SystemExit("the invocation died")
+    class DiesAfterCompleting:
+        def complete_multipart_upload(self, **kwargs: Any) -> Any:
+            client.complete_multipart_upload(**kwargs)
+            raise SystemExit("the invocation died")
 
-            def __getattr__(self, name: str) -> Any:
-                return getattr(client, name)
+        def __getattr__(self, name: str) -> Any:
+            return getattr(client, name)
 
-        with pytest.raises(SystemExit):
-            compose_output(DiesAfterCompleting(), "compose", "out.bin", pieces)
-        result = compose_output(client, "compose", "out.bin", pieces)  # the rerun of reduce
-        assert result["bytes"] == len(whole)
-        assert client.get_object(Bucket="compose", Key="out.bin")["Body"].read() == whole
-        keys = [o["Key"] for o in client.list_objects_v2(Bucket="compose")["Contents"]]
-        assert keys[-1] == "out.bin" and len(keys) == 2 and keys[0].endswith("/done")  # pieces gone
-        assert list(client.list_multipart_uploads(Bucket="compose").get("Uploads", [])) == []
-    finally:
-        gateway.__exit__(None, None, None)
+    with pytest.raises(SystemExit):
+        compose_output(DiesAfterCompleting(), "compose", "out.bin", pieces)
+    result = compose_output(client, "compose", "out.bin", pieces)  # the rerun of reduce
+    assert result["bytes"] == len(whole)
+    assert client.get_object(Bucket="compose", Key="out.bin")["Body"].read() == whole
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket="compose")["Contents"]]
+    assert keys[-1] == "out.bin" and len(keys) == 2 and keys[0].endswith("/done")  # pieces gone
+    assert list(client.list_multipart_uploads(Bucket="compose").get("Uploads", [])) == []
