@@ -60,7 +60,7 @@ def test_every_client_gets_the_configuration_and_s3_a_pool_for_the_range_fetcher
             clients.READ_TIMEOUT,
         )
         assert c.meta.region_name == "eu-west-1"
-    assert s3.meta.config.max_pool_connections == clients.S3_POOL == 20
+    assert s3.meta.config.max_pool_connections == clients.S3_POOL == 22
     assert ddb.meta.config.max_pool_connections == 10  # botocore's default
     # The adaptive RangeFetcher reads the pool from the client: 16 GETs in flight, one connection spare.
     source = type("Source", (), {"client": s3})()

@@ -293,7 +293,15 @@ def test_multipart_etag_needs_md5_part_etags() -> None:
 
 @pytest.mark.parametrize(
     ("memory_mb", "part_mib", "expected"),
-    [(None, 8, 8), ("512", 8, 8), ("10240", 8, 8), ("128", 8, 1), ("256", 8, 3), ("512", 64, 1), ("x", 8, 8)],
+    [
+        (None, 8, 10),
+        ("512", 8, 10),
+        ("10240", 8, 10),
+        ("128", 8, 1),
+        ("256", 8, 4),
+        ("512", 64, 1),
+        ("x", 8, 10),
+    ],
 )
 def test_default_concurrency_follows_the_function_memory(
     s3: Any, monkeypatch: pytest.MonkeyPatch, memory_mb: str | None, part_mib: int, expected: int

@@ -3,7 +3,7 @@
 A :class:`ClientCache` keeps one client per service and endpoint (and region), creates it on first use under a
 lock, and gives it :func:`client_config`: standard-mode retries, short connect and bounded read timeouts, and a
 connection pool sized for the service (S3: :data:`S3_POOL`, so that the adaptive ``RangeFetcher`` can keep its
-10 ranged GETs and a writer its 8 part uploads in flight, with connections to spare). The region comes from the environment
+10 ranged GETs and a writer its 10 part uploads in flight, with connections to spare). The region comes from the environment
 (``AWS_REGION``, else ``AWS_DEFAULT_REGION``, else the AWS configuration). An endpoint not given explicitly is
 left to boto3, which honours ``AWS_ENDPOINT_URL_<SERVICE>`` and ``AWS_ENDPOINT_URL`` itself; the cache keys on
 those variables too, so a changed endpoint gets its own client.
@@ -31,9 +31,9 @@ __all__ = [
     "region_from_environment",
 ]
 
-#: S3's connection pool: the RangeFetcher's ceiling of 10 GETs in flight, an S3Writer's 8 part uploads (a
+#: S3's connection pool: the RangeFetcher's ceiling of 10 GETs in flight, an S3Writer's 10 part uploads (a
 #: function may read and write at once), plus two for everything else.
-S3_POOL = 20
+S3_POOL = 22
 #: Seconds to wait for a connection (botocore's default, 60 s, is longer than most Lambda timeouts).
 CONNECT_TIMEOUT = 5.0
 #: Seconds to wait for a response's next bytes (botocore's default).

@@ -44,11 +44,11 @@ MAX_PARTS = 10_000
 DEFAULT_PART_SIZE = 8 * MIB
 SPILL_PREFIX = "_recurse_lambda/writer/"
 META = "recurse-lambda-writer"  # x-amz-meta-…: names the chain that wrote the object, to recognise it later
-#: Part uploads in flight at most by default: with 8 MiB parts, as fast as s3transfer's 10 threads on the
-#: JuiceFS gateway (``benchmarks/s3_write.py``), and within the client's connection pool beside a reader's GETs.
-CONCURRENCY_CEILING = 8
+#: Part uploads in flight at most by default: s3transfer's 10 threads (with 8 MiB parts as fast as it on the
+#: JuiceFS gateway, ``benchmarks/s3_write.py``, in less memory), within the client's pool beside a reader's GETs.
+CONCURRENCY_CEILING = 10
 #: The share of the function's memory (``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``) the parts of one writer may hold.
-MEMORY_SHARE = 0.15
+MEMORY_SHARE = 0.18
 
 
 def default_concurrency(part_size: int) -> int:
