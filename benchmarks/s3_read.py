@@ -248,7 +248,7 @@ def child(endpoint: str, name: str, key: str) -> None:
     try:
         from recurse_lambda.aws.clients import client_config
 
-        # The library's own client configuration (S3: a pool of S3_POOL = 20, as in production), unless --pool.
+        # The library's own client configuration (S3: a pool of S3_POOL = 22, as in production), unless --pool.
         pool = int(os.environ.get("S3_READ_POOL") or 0)
         config = client_config("s3").merge(
             Config(s3={"addressing_style": "path"}, **({"max_pool_connections": pool} if pool else {}))
@@ -316,7 +316,7 @@ def main() -> None:
     )
     parser.add_argument("--mb-s", type=float, default=80.0, help="proxy: MB/s per connection (80)")
     parser.add_argument(
-        "--pool", type=int, default=0, help="max_pool_connections of the clients (the library's: 20)"
+        "--pool", type=int, default=0, help="max_pool_connections of the clients (the library's: 22)"
     )
     parser.add_argument("--only", nargs="*", default=None, help="a subset of the contenders")
     parser.add_argument("--child", nargs=3, metavar=("ENDPOINT", "NAME", "KEY"), help=argparse.SUPPRESS)
