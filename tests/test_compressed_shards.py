@@ -34,7 +34,7 @@ from recurse_lambda.config import PERMANENT_ERRORS
 from recurse_lambda.local import FaultPlan, Simulator, VirtualClock
 from recurse_lambda.s3 import _gzip_points
 from recurse_lambda.shards import split
-from recurse_lambda.shards.plan import Part
+from recurse_lambda.shards.plan import ObjectInfo, Part, plan_shards
 
 
 def test_decompression_error_is_public_permanent_and_still_a_value_error() -> None:
@@ -322,3 +322,31 @@ def test_sharded_records_equal_a_one_pass_read_whatever_the_members_and_faults(
         assert report.result["lines"] == expected(content)
     else:  # a single member or frame is refused; injected errors can exhaust a hop's attempts
         assert report.error and ("ConfigurationError" in report.error or error > 0)
+
+
+def test_the_cuts_of_a_compressed_object_are_looked_at_concurrently() -> None:
+    # Each cut costs a ranged GET at planning: they run several at a time, not one after another.
+    import threading
+    import time
+
+    members = [gzip.compress(b"line %d\n" % i * 2000, mtime=0) for i in range(16)]
+    body = b"".join(members)
+    obj = ObjectInfo("b", "k.gz", "e", len(body))
+    lock, active, most = threading.Lock(), [0], [0]
+
+    def read(o: Any, a: int, b: int) -> bytes:
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.05)
+        with lock:
+            active[0] -= 1
+        return body[a:b]
+
+    shards = plan_shards([obj], 8, read=read)
+    assert len(shards) == 8 and most[0] > 1
+    starts = {sum(map(len, members[:i])) for i in range(len(members))}
+    assert all(p.start in starts for parts in shards for p in parts)  # cut at member starts only
+    assert "".join(gzip.decompress(body[p.start : p.end]).decode() for parts in shards for p in parts) == (
+        gzip.decompress(body).decode()
+    )

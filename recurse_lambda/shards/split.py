@@ -18,6 +18,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 __all__ = ["SEARCH", "detect", "find_start", "unsplittable"]
@@ -134,23 +135,34 @@ def unsplittable(compression: str, where: str, count: int) -> str:
 
 
 def snap(
-    objects: list[Any], cuts: list[int], compressions: dict[int, str], find: Callable[[int, int], int | None]
+    objects: list[Any],
+    cuts: list[int],
+    compressions: dict[int, str],
+    find: Callable[[int, int], int | None],
+    workers: int = 8,
 ) -> list[int]:
     """``cuts`` (offsets in the objects' concatenation) moved to member or frame starts of compressed objects.
 
     ``compressions`` maps an object's index to its compression; ``find(index, local_cut)`` is the candidate
-    start at or after the cut, or None: the cut then moves to the object's end. Sorted, without duplicates.
+    start at or after the cut, or None: the cut then moves to the object's end. The cuts are looked at
+    ``workers`` at a time (each is a ranged GET: 999 of them one after another would take most of a minute).
+    Sorted, without duplicates.
     """
-    out, bases, base = [], [], 0
+    bases, base = [], 0
     for o in objects:
         bases.append(base)
         base += o.size
-    for cut in cuts:
+    asks: list[tuple[int, int, int]] = []  # (which cut, in which object, where in it)
+    for i, cut in enumerate(cuts):
         for k, o in enumerate(objects):
             local = cut - bases[k]
             if 0 < local < o.size and k in compressions:
-                found = find(k, local)
-                cut = bases[k] + (found if found is not None else o.size)
+                asks.append((i, k, local))
                 break
-        out.append(cut)
+    out = list(cuts)
+    if asks:
+        with ThreadPoolExecutor(max(1, min(workers, len(asks))), thread_name_prefix="shard-split") as pool:
+            found = list(pool.map(lambda ask: find(ask[1], ask[2]), asks))
+        for (i, k, _), start in zip(asks, found, strict=True):
+            out[i] = bases[k] + (start if start is not None else objects[k].size)
     return sorted(set(out))
