@@ -74,3 +74,16 @@ def test_a_duplicate_forks_the_chain_only_without_a_ledger(simulate: Any, event:
     stateless = simulate(handler, event, faults="duplicate=0.3", seed=1, ledger=None)
     assert stateless.result == reference(DATA)  # each copy counts right...
     assert stateless.count("succeeded") > 1  # ...but several copies of the chain ran to the end
+
+
+def test_counts_a_gzip_object_decompressed(simulate: Any, embedded_s3: Any) -> None:
+    # The same text gzipped: counted decompressed over several hops, each resuming inside the gzip member from
+    # the cursor the last one committed; `bytes` is the decompressed size, `object_bytes` the stored one.
+    import gzip
+
+    stored = gzip.compress(DATA, mtime=0)
+    bucket = embedded_s3.create_bucket()
+    embedded_s3.put(bucket, "data.txt.gz", stored)
+    report = simulate(handler, {"bucket": bucket, "key": "data.txt.gz"}).raise_for_status()
+    assert report.result == {**reference(DATA), "object_bytes": len(stored)}
+    assert report.hops >= 3 and isinstance(report.last_state["cursor"], dict)

@@ -374,7 +374,7 @@ def test_without_moto_only_the_tests_using_s3_fail_and_they_say_what_to_install(
 def test_the_example_test_passes(pytester: pytest.Pytester) -> None:
     for name in ("line_count.py", "test_line_count_example.py"):
         pytester.path.joinpath(name).write_text((ROOT / "examples" / name).read_text(encoding="utf-8"))
-    pytester.runpytest("-p", "no:cacheprovider", "--strict-markers").assert_outcomes(passed=9)
+    pytester.runpytest("-p", "no:cacheprovider", "--strict-markers").assert_outcomes(passed=10)
 
 
 def docs_test_module() -> str:
