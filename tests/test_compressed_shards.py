@@ -350,3 +350,25 @@ def test_the_cuts_of_a_compressed_object_are_looked_at_concurrently() -> None:
     assert "".join(gzip.decompress(body[p.start : p.end]).decode() for parts in shards for p in parts) == (
         gzip.decompress(body).decode()
     )
+
+
+def test_the_objects_a_prefix_job_cuts_inside_are_looked_at_concurrently() -> None:
+    import threading
+    import time
+
+    objects = [ObjectInfo("b", f"log-{i}.txt", "e", 1000) for i in range(12)]
+    lock, active, most, asked = threading.Lock(), [0], [0], []
+
+    def read(o: Any, a: int, b: int) -> bytes:
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+            asked.append((o.key, a, b))
+        time.sleep(0.05)
+        with lock:
+            active[0] -= 1
+        return b"plain text\n"[a:b]
+
+    shards = plan_shards(objects, 7, read=read)
+    assert len(shards) == 7 and most[0] > 1
+    assert len(asked) == 6 and all((a, b) == (0, 4) for _, a, b in asked)  # the first 4 bytes of each

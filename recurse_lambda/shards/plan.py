@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,14 +192,20 @@ def _compressed_cuts(
     objects: list[ObjectInfo], cuts: list[int], read: Reader
 ) -> tuple[dict[int, str], list[int]]:
     """The compression of each object a cut falls inside (gzip or zstd only), and the cuts moved for them."""
-    kinds: dict[int, str] = {}
-    base = 0
+    cut_inside, base = [], 0
     for k, o in enumerate(objects):
         if any(base < c < base + o.size for c in cuts):
-            kind = split.detect(read(o, 0, min(o.size, 4)))
-            if kind is not None:
-                kinds[k] = kind
+            cut_inside.append(k)
         base += o.size
+    kinds: dict[int, str] = {}
+    if cut_inside:  # one 4-byte GET each, several at a time (a prefix job may cut inside many objects)
+        with ThreadPoolExecutor(min(8, len(cut_inside)), thread_name_prefix="shard-split") as pool:
+            heads = pool.map(lambda k: read(objects[k], 0, min(objects[k].size, 4)), cut_inside)
+            kinds = {
+                k: kind
+                for k, head in zip(cut_inside, heads, strict=True)
+                if (kind := split.detect(head)) is not None
+            }
     if not kinds:
         return kinds, cuts
 
