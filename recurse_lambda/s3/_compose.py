@@ -105,9 +105,8 @@ def plan_parts(
             pending, filled = [], 0
         rest = size - at
         if rest >= min_part_size:
-            n = -(
-                -rest // max_copy
-            )  # equal ranges, each >= min_part_size since max_copy >= 2 * min_part_size
+            # Equal ranges, each at least min_part_size since max_copy >= 2 * min_part_size.
+            n = -(-rest // max_copy)
             cuts = [at + rest * j // n for j in range(n + 1)]
             parts.extend(Planned(True, ((i, a, b),)) for a, b in pairwise(cuts))
         elif rest:
