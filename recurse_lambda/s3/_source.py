@@ -7,7 +7,8 @@ checkpoint, so every hop of a chain reads exactly the object the first hop saw. 
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+import contextlib
+from collections.abc import Iterator, MutableMapping
 from http.client import HTTPException
 from typing import Any, NoReturn
 
@@ -21,6 +22,7 @@ from ..errors import (
     ObjectNotFoundError,
     S3Error,
 )
+from ._body import BufferPool, read_into
 
 __all__ = ["PinnedSource", "error_code", "raise_s3_error"]
 
@@ -138,11 +140,30 @@ class PinnedSource:
 
     def read(self, start: int, end: int) -> bytes:
         """The bytes ``[start, end)`` of the pinned object, clamped to its size (no request when empty)."""
+        body = self._get(start, end)
+        if body is None:
+            return b""
+        with self._reading(body):
+            return bytes(body.read())
+
+    def iter_pieces(self, start: int, end: int, pool: BufferPool) -> Iterator[memoryview]:
+        """Like :meth:`read`, one GET, its body yielded as it arrives, in views of buffers from ``pool``.
+
+        The request is made on the first ``next``; closing the iterator early closes the body. A body cut
+        short just ends: the bytes yielded are then fewer than asked for.
+        """
+        body = self._get(start, end)
+        if body is not None:
+            with self._reading(body):
+                yield from read_into(body, pool)
+
+    def _get(self, start: int, end: int) -> Any:
+        """The body of a GET of ``[start, end)`` (clamped to the size), or ``None`` if that is empty."""
         end = min(end, self.size)
         if start < 0:
             raise ValueError(f"start must be >= 0, not {start}")
         if start >= end:
-            return b""
+            return None
         kwargs: dict[str, Any] = {
             "Bucket": self._bucket,
             "Key": self._key,
@@ -161,9 +182,13 @@ class PinnedSource:
         if returned is not None and str(returned) != self.etag:  # a server that ignored IfMatch
             response["Body"].close()
             raise ObjectChangedError(self._bucket, self._key, self.etag, str(returned))
-        body = response["Body"]
+        return response["Body"]
+
+    @contextlib.contextmanager
+    def _reading(self, body: Any) -> Iterator[None]:
+        """Close the body after; a body that breaks is an object change if the pin no longer holds."""
         try:
-            return bytes(body.read())
+            yield
         except (BotoCoreError, URLLib3Error, HTTPException, OSError) as exc:
             # The body broke (IncompleteRead, reset, timeout). A server replacing the object may cut the body
             # it is sending, so ask whether the pin still holds before calling the failure transient.
