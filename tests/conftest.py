@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Iterator
+import threading
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import boto3
@@ -70,3 +71,37 @@ def simulate(handler: Any, **options: Any) -> Simulator:
     """A simulator with an in-memory ledger unless the test says otherwise (the handlers here declare none)."""
     options.setdefault("ledger", "memory")
     return Simulator(handler, **options)
+
+
+def prefetch_threads() -> list[threading.Thread]:
+    """The range fetchers' threads still alive."""
+    return [t for t in threading.enumerate() if t.name.startswith("recurse-lambda-prefetch") and t.is_alive()]
+
+
+@pytest.fixture
+def no_prefetch_thread_before_or_after() -> Iterator[None]:
+    """Fails a test that starts with fetching threads about, or leaves one behind."""
+    assert prefetch_threads() == []
+    yield
+    assert prefetch_threads() == []
+
+
+def read_in_hops(make_reader: Callable[[int], Any], start: int, batch: int) -> tuple[list[Any], int]:
+    """Every record from ``start``, in hops of two batches of ``batch``, each resumed at the last ``batch.end``
+    by a new reader (``make_reader(position)``); the records and the final position."""
+    got: list[Any] = []
+    position = start
+    while True:
+        reader = make_reader(position)
+        batches = reader.batches(batch)
+        b = None
+        for _ in range(2):
+            b = next(batches, None)
+            if b is None:
+                break
+            got.extend(b.records)
+            position = b.end
+        done = reader.done or b is None
+        reader.close()
+        if done:
+            return got, position

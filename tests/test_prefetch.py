@@ -24,20 +24,11 @@ from recurse_lambda.s3._prefetch import (
     memory_budget,
 )
 from recurse_lambda.s3._readers import ChunkReader
+from tests.conftest import prefetch_threads, read_in_hops
 
+pytestmark = pytest.mark.usefixtures("no_prefetch_thread_before_or_after")
 PREFIX = "recurse-lambda-prefetch"
 WAIT = 5.0
-
-
-def prefetch_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith(PREFIX) and t.is_alive()]
-
-
-@pytest.fixture(autouse=True)
-def no_thread_before_or_after() -> Any:
-    assert prefetch_threads() == []
-    yield
-    assert prefetch_threads() == []
 
 
 class CountingSource:
@@ -230,8 +221,9 @@ def test_the_default_depth_grows_while_the_caller_waits_up_to_the_pool(
 
 def test_the_depth_grows_to_what_littles_law_asks_in_one_step(monkeypatch: pytest.MonkeyPatch) -> None:
     # A GET takes 200 ms and the caller almost no time: Little's law asks for far more GETs than the ceiling
-    # (unless the caller took 20 ms per range), so once one range fetched at the first depth is measured, the
-    # depth goes straight there (no doubling ramp 3, 6, 10, which would cost a GET's time per step).
+    # (unless the caller took 20 ms per range), so the first time the caller is about to wait after a range
+    # was measured, the depth goes straight there (no doubling ramp 3, 6, 10, which would cost a GET's time
+    # per step), and the new GETs start before that wait, not after it.
     monkeypatch.delenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", raising=False)
     source = SlowSource(BIG[: 512 * 1024], 0.2, client=pool_client(64))
     fetcher = RangeFetcher(source, 0, range_size=16 * 1024, prefetch=AUTO_PREFETCH)
@@ -240,7 +232,7 @@ def test_the_depth_grows_to_what_littles_law_asks_in_one_step(monkeypatch: pytes
         if not depths or depths[-1] != fetcher.depth:
             depths.append(fetcher.depth)
     assert depths[-1] == CEILING == 10
-    assert depths == [3, 10]  # 3 after the first range (no rate known yet), then the ceiling
+    assert depths == [2, 10]  # 2 for the first range (nothing measured yet), then the ceiling
     assert fetcher.waited >= 0.2  # at least the first GET's time: the caller had nothing else to do
 
 
@@ -352,20 +344,8 @@ def test_adaptive_prefetch_reads_every_line_once_from_any_resume_point(
     source = JitterSource(data, seed)
     resume = min(resume, len(lines))
     start = sum(len(line) + 1 for line in lines[:resume])
-    got: list[bytes] = []
-    position = start
-    while True:  # hops of two batches each, resumed at batch.end
-        reader = LineReader(source, position, range_size=range_size, encoding=None)
-        batches = reader.batches(batch)
-        for _ in range(2):
-            b = next(batches, None)
-            if b is None:
-                break
-            got.extend(b.records)
-            position = b.end
-        done = reader.done or b is None
-        reader.close()
-        if done:
-            break
+    got, position = read_in_hops(
+        lambda at: LineReader(source, at, range_size=range_size, encoding=None), start, batch
+    )
     assert got == lines[resume:]
     assert position == len(data)

@@ -1,4 +1,8 @@
-"""Consecutive byte ranges of a source, with the next ones fetched in the background while one is parsed."""
+"""Consecutive byte ranges of a source, the next ones fetched in the background while one is parsed.
+
+The GETs run on a thread pool (one per range, :class:`~._streamed.StreamedGet`); with the automatic range
+size their bodies are read into reused buffers (:mod:`._body`) and handed to the caller as they arrive.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,13 @@ import math
 import os
 import time
 from collections import deque
+from collections.abc import Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import S3Error
+from ._body import BufferPool
+from ._streamed import StreamedGet
 
 __all__ = [
     "AUTO_PREFETCH",
@@ -40,6 +47,13 @@ STARVED = 0.001
 SLOWDOWN = 0.75
 #: With the automatic range size, the first range: the first batch comes sooner, whatever the latency.
 FIRST_RANGE = 1024 * 1024
+#: With the automatic range size, each GET's body is read into reused buffers of this size (where the
+#: source can: ``iter_pieces``), each handed on as soon as it is full: the caller starts on a range before
+#: its end is in, and a range in flight holds only the pieces that came (``_body.BufferPool``).
+PIECE = 2 * 1024 * 1024
+#: The caller gets those pieces in copies of this size, the line parser's own piece (``PARSE_PIECE``): the
+#: copy the parser would make anyway, and a buffer short-lived enough for the allocator to reuse at once.
+DELIVERY = 256 * 1024
 
 
 class _Auto(int):
@@ -124,10 +138,29 @@ def read_full(source: ByteSource, start: int, end: int) -> bytes:
         data = source.read(start + got, end)
 
 
-def _timed_read(source: ByteSource, start: int, end: int) -> tuple[bytes, float]:
-    began = time.monotonic()
-    data = read_full(source, start, end)
-    return data, time.monotonic() - began
+def iter_exact_pieces(
+    source: ByteSource, start: int, end: int, pool: BufferPool | None
+) -> Generator[bytes | memoryview, None, None]:
+    """Exactly the bytes ``[start, end)``: as they arrive, in views of ``pool``'s buffers, where the source can
+    read so (``iter_pieces``, one GET read piece by piece); else read whole, as one ``bytes``.
+
+    A short answer is completed by further GETs from where it stopped, as :func:`read_full` does; an answer
+    longer than asked, or a GET that brings nothing before the end, is an :class:`S3Error`.
+    """
+    reader = getattr(source, "iter_pieces", None)
+    if reader is None or pool is None:
+        yield read_full(source, start, end)
+        return
+    at = start
+    while at < end:
+        before = at
+        for view in reader(at, end, pool):
+            if len(view) > end - at:
+                raise S3Error(f"{_describe(source)}: asked for {end - at} bytes at {at}, got more")
+            at += len(view)
+            yield view
+        if at == before:
+            raise S3Error(f"{_describe(source)}: no data at offset {at} before the end ({end})")
 
 
 def check_window(start: int, range_size: int, prefetch: int) -> None:
@@ -147,17 +180,23 @@ class RangeFetcher:
     works on the current one, so at most ``prefetch + 1`` ranges are in memory. Nothing past the size is ever
     requested, nor past ``end`` when given. Ranges starting at or past ``horizon`` are fetched only when the
     caller asks for them (a shard's last record may run past its end, by an unknown length). A failed
-    background read is raised in the caller's thread, as the same exception. ``close`` cancels what has not
-    started, waits for what has, and leaves no thread behind.
+    background read is raised in the caller's thread, as the same exception, once the bytes before it are
+    delivered. ``close`` cancels what has not started, stops what has after the piece it is reading, and
+    leaves no thread behind.
+
+    With ``range_size=AUTO_RANGE_SIZE`` the first range is :data:`FIRST_RANGE` bytes, so the first records
+    come after a short GET, and each GET's body is read in pieces of :data:`PIECE` bytes into reused buffers
+    and handed on as they arrive, in copies of :data:`DELIVERY` bytes (the same bytes at the same offsets, in
+    more, smaller steps). An explicit size delivers whole ranges, one ``bytes`` each.
 
     With ``prefetch=AUTO_PREFETCH`` (the readers' default) the depth adapts: it starts at
-    :data:`INITIAL_DEPTH` ranges in flight and grows each time the caller had to wait for a range
-    (more than :data:`STARVED`), to as many GETs as the caller's own time per range divides a GET's time into
-    (Little's law, in one step, once per depth: the next growth waits for a range fetched at the new depth), so it stops growing once the caller (parsing, and the work done with the records) is what limits the
-    read; it never exceeds :func:`concurrency_limit`, and stops growing once a GET of a whole range runs
-    below :data:`SLOWDOWN` of the best rate seen (more connections would only share the same limit). At most ``depth`` ranges
-    are then held besides the one the caller works on. With ``range_size=AUTO_RANGE_SIZE`` the first range
-    is :data:`FIRST_RANGE` bytes, so the first records come after a short GET.
+    :data:`INITIAL_DEPTH` GETs ahead of the one the caller reads, and grows whenever the caller is about to
+    wait for data (for more than :data:`STARVED`), at once, to as many GETs as the caller's own time per
+    range divides a GET's time into (Little's law, in one step; the next growth waits until a range fetched
+    at the new depth has come). So it stops growing once the caller (parsing, and the work done with the
+    records) is what limits the read. It never exceeds :func:`concurrency_limit`, and stops growing once a
+    GET of a whole range runs below :data:`SLOWDOWN` of the best rate seen (more connections would only
+    share the same limit).
     """
 
     def __init__(
@@ -174,23 +213,31 @@ class RangeFetcher:
         self._source = source
         self._next = start  # the offset of the next range to plan
         self._range_size = range_size
-        self._first_size = min(FIRST_RANGE, range_size) if range_size is AUTO_RANGE_SIZE else range_size
+        automatic = isinstance(range_size, _Auto)  # AUTO_RANGE_SIZE (tests make smaller ones)
+        self._first_size = min(FIRST_RANGE, range_size) if automatic else range_size
+        self._pool = BufferPool(PIECE) if automatic else None  # None: whole ranges
+        self._view: memoryview | None = None  # the pooled piece being handed on, from `_view_at`
+        self._view_offset = self._view_at = 0
         self._prefetch = prefetch
         self._auto = prefetch is AUTO_PREFETCH
         self._limit = concurrency_limit(source, range_size) if self._auto else prefetch
-        #: Ranges fetched ahead of the caller (adaptive: grows while the caller waits, up to the limit).
+        #: GETs kept ahead of the one the caller reads (adaptive: grows while the caller waits, to the limit).
         self.depth = min(INITIAL_DEPTH, self._limit) if self._auto else prefetch
-        #: The most ranges that were in flight or waiting at once (for tests and benchmarks).
+        #: The most GETs that were ahead of the caller at once (for tests and benchmarks).
         self.peak_depth = 0
-        #: Seconds the caller spent waiting for ranges in all (for benchmarks: is fetching the limit?).
+        #: Seconds the caller spent waiting for data in all (for benchmarks: is fetching the limit?).
         self.waited = 0.0
-        self._last: tuple[float, int] | None = None  # when the caller last got a range, and its size
+        self._busy = 0.0  # seconds the caller spent on what it got, since the first piece
+        self._taken = 0  # bytes the caller got, since the first piece (they and _busy: its rate)
+        self._returned: float | None = None  # when the caller last got a piece
         self._settled = 0  # the offset from which a range was fetched at the current depth
         self._rate = self._best_rate = 0.0  # bytes/s of one GET of a whole range: recent (averaged), best
+        self._took = 0.0  # seconds a GET of a whole range takes (the latest), 0 until one is known
         self._end = end
         self._horizon = horizon
         self._size: int | None = None
-        self._pending: deque[tuple[int, Future[Any]]] = deque()
+        self._head: StreamedGet | None = None  # the GET the caller reads from
+        self._pending: deque[tuple[StreamedGet, Future[None]]] = deque()  # the GETs after it, in order
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
 
@@ -211,61 +258,110 @@ class RangeFetcher:
                 self.close()
                 raise StopIteration
             return offset, read_full(self._source, offset, self._next)
-        self._fill()
-        if not self._pending:
-            self.close()
-            raise StopIteration
-        offset, future = self._pending.popleft()
-        waited = 0.0
+        now = time.monotonic()
+        if self._returned is not None:
+            self._busy += now - self._returned
+        if self._view is not None:
+            return self._hand_on()
         try:
-            if future.done():
-                result = future.result()
-            else:
-                began = time.monotonic()
-                result = future.result()
-                waited = time.monotonic() - began
-                self.waited += waited
+            while True:
+                if self._head is None and not self._advance():
+                    self.close()
+                    raise StopIteration
+                head = self._head
+                assert head is not None
+                if not head.ready():
+                    self._wait(head)
+                offset = head.offset
+                data = head.take()
+                if data is not None:
+                    break
+                self._finished(head)
         except BaseException:
             self.close()
             raise
-        if not self._auto:
-            data: bytes = result
-            return offset, data
-        data, took = result
-        self._adapt(offset, waited, len(data), took)
+        if isinstance(data, memoryview):
+            self._view, self._view_offset, self._view_at = data, offset, 0
+            return self._hand_on()
+        self._taken += len(data)
+        self._returned = time.monotonic()
         return offset, data
 
-    def _adapt(self, offset: int, waited: float, nbytes: int, took: float) -> None:
-        # Little's law: a GET takes `took` seconds and the caller works `busy` seconds on a range, so keeping
-        # the caller busy takes took / busy GETs in flight. Only a caller that waited asks for more (a caller
-        # that never waits is the limit already), and the first range, taken before any other was measured,
-        # adds one. More GETs help only while each connection keeps its speed (S3 limits each connection, not
-        # their sum): once a whole range comes in well below the best rate seen (the server, the network or
-        # this machine's CPU is the limit), the depth stops growing.
-        now = time.monotonic()
-        previous, self._last = self._last, (now, nbytes)
-        if nbytes == self._range_size and took > 0:
-            rate = nbytes / took
+    def _hand_on(self) -> tuple[int, bytes]:
+        # The next DELIVERY bytes of the pooled piece, copied; the buffer goes back once all is handed on.
+        view, at = self._view, self._view_at
+        assert view is not None and self._pool is not None
+        end = min(at + DELIVERY, len(view))
+        data = bytes(view[at:end])
+        if end == len(view):
+            buffer = view.obj
+            self._view = None
+            view.release()
+            assert isinstance(buffer, bytearray)
+            self._pool.give(buffer)
+        self._view_at = end
+        self._taken += len(data)
+        self._returned = time.monotonic()
+        return self._view_offset + at, data
+
+    def _advance(self) -> bool:
+        """Make the next GET the head (starting GETs to keep ``depth`` ahead); whether there is one."""
+        self._fill(need=True)
+        if not self._pending:
+            return False
+        self._head = self._pending.popleft()[0]
+        self._fill(need=False)
+        return True
+
+    def _wait(self, head: StreamedGet) -> None:
+        began = time.monotonic()
+        if self._auto and not head.wait(STARVED):
+            self._grow(head.offset, began)  # the caller must wait: the GETs it lacks start now, not after
+        head.wait(None)
+        self.waited += time.monotonic() - began
+
+    def _finished(self, head: StreamedGet) -> None:
+        # A whole GET came: its time measures what the next growth needs (before any whole range, the first
+        # small range's time scaled up to a whole range stands in: an upper bound, as if bandwidth made it slow).
+        self._head = None
+        if not self._auto or head.took <= 0:
+            return
+        nbytes = head.end - head.start
+        if nbytes == self._range_size:
+            rate = nbytes / head.took
             self._best_rate = max(self._best_rate, rate)
             self._rate = rate if self._rate == 0.0 else 0.5 * self._rate + 0.5 * rate
-        if waited <= STARVED or self.depth >= self._limit or self._rate < SLOWDOWN * self._best_rate:
-            return
-        if offset < self._settled:  # the last growth is not measured yet: its GETs have not been taken
-            return
-        want = self.depth + 1
-        if previous is not None:
-            busy = max(now - waited - previous[0], 1e-6) * nbytes / max(previous[1], 1)
-            want = max(want, math.ceil(took / busy))  # in one step: a slow ramp costs whole GET times
-        self.depth = min(want, self._limit)
-        self._settled = self._next  # grow again only from a range fetched at this depth on
-        self._fill()  # the new GETs start now, while the caller works on this range
+            self._took = head.took
+        elif self._took == 0.0 and nbytes:
+            self._took = head.took * self._range_size / nbytes
+
+    def _grow(self, offset: int, now: float) -> None:
+        # Little's law: a GET takes `took` seconds and the caller works `busy` seconds on a range, so keeping
+        # the caller busy takes took / busy GETs in flight. Only a caller about to wait asks for more (a
+        # caller that never waits is the limit already): at least one more, in one step (a slow ramp costs
+        # whole GET times), and as it starts to wait, so the new GETs overlap the wait. More GETs help only
+        # while each connection keeps its speed (S3 limits each connection, not their sum): once a whole
+        # range comes in well below the best rate seen (the server, the network or this machine's CPU is the
+        # limit), the depth stops growing.
+        if self.depth >= self._limit or self._took == 0.0 or not self._taken:
+            return  # at the limit, or nothing known yet of a GET or of the caller
+        if offset < self._settled or self._rate < SLOWDOWN * self._best_rate:
+            return  # the last growth is not measured yet (its GETs are still coming), or more would not help
+        busy = max(self._busy, 1e-6) * self._range_size / self._taken  # the caller's time per whole range
+        self.depth = min(max(self.depth + 1, math.ceil(self._took / busy)), self._limit)
+        self._settled = self._next  # grow again only once a range fetched at this depth has come
+        self._fill(need=False)
 
     def close(self) -> None:
-        """Stop fetching: cancel queued reads, wait for a running one, join the threads."""
+        """Stop fetching: cancel queued GETs, stop running ones after their current piece, join the threads."""
         self._closed = True
-        for _, future in self._pending:
+        if self._head is not None:
+            self._head.cancel()
+        for get, future in self._pending:
+            get.cancel()
             future.cancel()
         self._pending.clear()
+        self._head = self._view = self._pool = None  # the buffers go now, whatever keeps the fetcher
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
@@ -279,12 +375,11 @@ class RangeFetcher:
         self._first_size = self._range_size
         return offset
 
-    def _fill(self) -> None:
-        # Fixed: the range the caller is about to take, plus `prefetch` more to fetch while it parses that one.
-        # Adaptive: `depth` ranges in all, so that memory holds at most depth + 1 (with the one being parsed).
-        room = self.depth if self._auto else self._prefetch + 1
-        while len(self._pending) < room or not self._pending:
-            if self._horizon is not None and self._next >= self._horizon and self._pending:
+    def _fill(self, *, need: bool) -> None:
+        # `depth` GETs ahead of the head (fixed: `prefetch`); past the horizon, one only when the caller
+        # needs it now (`need`: it has read everything else).
+        while len(self._pending) < self.depth or (need and not self._pending):
+            if self._horizon is not None and self._next >= self._horizon and (self._pending or not need):
                 return
             offset = self._plan()
             if offset is None:
@@ -294,7 +389,7 @@ class RangeFetcher:
                     max_workers=max(1, min(self._limit, _MAX_WORKERS)),
                     thread_name_prefix="recurse-lambda-prefetch",
                 )
-            read = _timed_read if self._auto else read_full
-            future = self._executor.submit(read, self._source, offset, self._next)
-            self._pending.append((offset, future))
+            get = StreamedGet(offset, self._next)
+            pieces = iter_exact_pieces(self._source, offset, self._next, self._pool)
+            self._pending.append((get, self._executor.submit(get.run, pieces)))
             self.peak_depth = max(self.peak_depth, len(self._pending))
