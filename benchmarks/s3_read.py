@@ -12,7 +12,9 @@ to the same loop body (``n += 1; nbytes += len(line)``):
 * ``boto3_iter_lines``: ``get_object()["Body"].iter_lines(chunk_size=65536)``;
 * ``s3transfer``: ``download_fileobj`` (10 threads, 8 MiB parts) into a sink that splits lines as they arrive;
 * ``smart_open``: ``smart_open.open("s3://...", "rb")``, line by line;
-* ``raw``: the ceiling: 10 threads of 8 MiB ranged GETs whose bytes are dropped.
+* ``raw``: the ceiling: 10 threads of 8 MiB ranged GETs whose bytes are dropped;
+* ``raw_busy`` (only with ``--only``): the same beside a thread that splits lines all along, holding the
+  interpreter lock as a parser does: what sharing that lock costs the fetching threads.
 
 Every run is a fresh forked process (one client, created with boto3's defaults, as in a Lambda function), which
 reports wall time, CPU time (user + system) and peak RSS (``ru_maxrss``, the absolute peak of the process).
@@ -36,6 +38,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -63,6 +66,7 @@ PART = 32 * MiB  # multipart upload part size
 DEPTHS: list[int] = []  # the adaptive depth the reader reached, in a child
 WAITED: list[float] = []  # the seconds the reader's parsing thread waited for ranges, in a child
 CONTENDERS = ("reader", "reader_old", "boto3_iter_lines", "s3transfer", "smart_open", "raw")
+EXTRA = ("raw_busy",)  # run only when named with --only
 
 
 # -- data ----------------------------------------------------------------------------------------------------
@@ -219,6 +223,21 @@ def run_contender(name: str, client: Any, key: str) -> tuple[int, int]:
         with smart_open.open(f"s3://{BUCKET}/{key}", "rb", transport_params={"client": client}) as lines:
             n, nbytes = count(lines)
         return n, nbytes - n  # smart_open keeps the terminators
+    if name == "raw_busy":
+        stop = threading.Event()
+
+        def split_lines() -> None:
+            block = make_blocks(1)[0]
+            while not stop.is_set():
+                block.split(b"\n")
+
+        busy = threading.Thread(target=split_lines)
+        busy.start()
+        try:
+            return run_contender("raw", client, key)
+        finally:
+            stop.set()
+            busy.join()
     if name == "raw":
         size = client.head_object(Bucket=BUCKET, Key=key)["ContentLength"]
 
@@ -318,7 +337,9 @@ def main() -> None:
     parser.add_argument(
         "--pool", type=int, default=0, help="max_pool_connections of the clients (the library's: 22)"
     )
-    parser.add_argument("--only", nargs="*", default=None, help="a subset of the contenders")
+    parser.add_argument(
+        "--only", nargs="*", default=None, help="a subset of the contenders, or raw_busy (not run by default)"
+    )
     parser.add_argument("--child", nargs=3, metavar=("ENDPOINT", "NAME", "KEY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -330,6 +351,9 @@ def main() -> None:
     size_mib = args.size_mib or (64 if args.quick else 512)
     rounds = args.rounds or (2 if args.quick else 3)
     names = tuple(args.only) if args.only else CONTENDERS
+    unknown = set(names) - set(CONTENDERS) - set(EXTRA)
+    if unknown:
+        parser.error(f"unknown contenders: {sorted(unknown)} (known: {CONTENDERS + EXTRA})")
     started = time.perf_counter()
     print(f"load at start: {os.getloadavg()} on {os.cpu_count()} CPUs", file=sys.stderr)
     with JuiceFSGateway() as gateway:
@@ -353,7 +377,7 @@ def main() -> None:
                 for network, endpoint in networks.items():  # A B A B
                     for name in names[r % len(names) :] + names[: r % len(names)]:
                         fig = run(gateway, endpoint, name, key, args.pool)
-                        expect = (-1, -1) if name == "raw" else (lines, size - lines)
+                        expect = (-1, -1) if name.startswith("raw") else (lines, size - lines)
                         assert tuple(fig["got"]) == expect, (network, name, fig["got"], expect)
                         results[network][name].append(fig)
                         print(

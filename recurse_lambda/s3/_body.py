@@ -1,9 +1,9 @@
 """Reading a GET's body into reused buffers: no fresh allocation, and no copy, per piece.
 
 A range read with ``body.read()`` is a fresh buffer each time. Freed and allocated again, those buffers are
-what the C allocator returns to the system and takes back page by page (on this project's benchmark machine,
-a third of the reader's CPU time went to those page faults when ranges were read in pieces). The fetcher
-therefore keeps a :class:`BufferPool` and reads each piece of a body straight into a pooled buffer.
+what the C allocator returns to the system and takes back page by page (read in fresh pieces, the reader
+spent about 0.3 s of CPU per GB more on those page faults, ``benchmarks/s3_read.py``). The fetcher therefore
+keeps a :class:`BufferPool` and reads each piece of a body straight into a pooled buffer.
 
 urllib3's ``readinto`` reads into a temporary buffer and copies it (urllib3 2.x), so for a plain botocore
 ``StreamingBody`` over urllib3 the pieces are read with ``readinto`` of the ``http.client`` response
